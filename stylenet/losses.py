@@ -1,0 +1,128 @@
+"""Perceptual losses: pure functions first, then one module that holds the style targets.
+
+The same functions serve training (feed-forward net) and per-image optimisation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylenet.vgg import VGGFeatures
+
+
+def gram_matrix(features: torch.Tensor, normalize: str = "chw") -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C) Gram matrices, computed in fp32 (bf16 sums of H*W products lose
+    too much precision). normalize: 'chw' divides by C*H*W (Johnson et al.), 'hw' by H*W."""
+    b, c, h, w = features.shape
+    f = features.float().reshape(b, c, h * w)
+    gram = torch.bmm(f, f.transpose(1, 2))
+    if normalize == "chw":
+        return gram / (c * h * w)
+    if normalize == "hw":
+        return gram / (h * w)
+    raise ValueError(f"gram normalize={normalize!r}: use 'chw' or 'hw'")
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between feature maps."""
+    return F.mse_loss(features.float(), target.float())
+
+
+def style_loss(
+    grams: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    layer_weights: dict[str, float],
+) -> torch.Tensor:
+    """Weighted sum over layers of the MSE between Gram matrices; a (1, C, C) target is compared
+    with every image of the batch."""
+    total = 0.0
+    for name, weight in layer_weights.items():
+        g = grams[name]
+        total = total + weight * F.mse_loss(g, targets[name].expand_as(g))
+    return total
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels (anisotropic TV)."""
+    dh = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+    dw = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
+    return dh + dw
+
+
+class PerceptualLoss(nn.Module):
+    """Content + style + total variation losses against a frozen VGG.
+
+    style_layers maps layer name -> weight; the style targets (Gram matrices of the style image)
+    are buffers set once by set_style() and saved with the module.
+    """
+
+    def __init__(
+        self,
+        vgg: VGGFeatures,
+        content_layer: str = "relu2_2",
+        style_layers: dict[str, float] | None = None,
+        content_weight: float = 1e5,
+        style_weight: float = 1e10,
+        tv_weight: float = 0.0,
+        feature_scale: float = 1.0,
+        gram_normalize: str = "chw",
+    ):
+        super().__init__()
+        style_layers = dict(style_layers or {n: 1.0 for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")})
+        for name, value in [("content_weight", content_weight), ("style_weight", style_weight),
+                            ("tv_weight", tv_weight), *style_layers.items()]:
+            if value < 0:
+                raise ValueError(f"loss weight {name}={value} is negative: weights must be >= 0")
+        missing = [n for n in [content_layer, *style_layers] if n not in vgg.layers]
+        if missing:
+            raise ValueError(f"loss layers {missing} are not tapped by the VGG (taps: {vgg.layers})")
+        self.vgg = vgg
+        self.content_layer = content_layer
+        self.style_layers = style_layers
+        self.content_weight = content_weight
+        self.style_weight = style_weight
+        self.tv_weight = tv_weight
+        # Multiplies every feature map: brings a loss network whose activations live on another
+        # scale (Caffe weights take 0..255 input) to the scale the loss weights were tuned for.
+        self.feature_scale = feature_scale
+        self.gram_normalize = gram_normalize
+        for name in style_layers:
+            self.register_buffer(f"target_{name}", torch.empty(0))
+
+    def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.vgg(image)
+        if self.feature_scale != 1.0:
+            feats = {k: v * self.feature_scale for k, v in feats.items()}
+        return feats
+
+    @torch.no_grad()
+    def set_style(self, style: torch.Tensor) -> None:
+        """style: (1, 3, H, W) RGB in 0..1."""
+        feats = self.features(style)
+        for name in self.style_layers:
+            setattr(self, f"target_{name}", gram_matrix(feats[name], self.gram_normalize))
+
+    def style_targets(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"target_{name}") for name in self.style_layers}
+
+    def forward(
+        self,
+        output: torch.Tensor,
+        content: torch.Tensor | dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """output: stylized images (B, 3, H, W); content: the photos, or their precomputed
+        features. Returns the weighted terms and their sum under 'total'."""
+        if not isinstance(content, dict):
+            with torch.no_grad():  # the photo's features are a target: no graph needed
+                content = self.features(content)
+        feats = self.features(output)
+        grams = {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
+        terms = {
+            "content": self.content_weight * content_loss(feats[self.content_layer], content[self.content_layer]),
+            "style": self.style_weight * style_loss(grams, self.style_targets(), self.style_layers),
+        }
+        terms["tv"] = self.tv_weight * total_variation(output.float())
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms

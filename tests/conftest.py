@@ -1,0 +1,76 @@
+"""Shared fixtures: composed configs for fast CPU runs, small images, the gpu skip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+os.environ.setdefault("STYLENET_ROOT", str(ROOT))
+
+# Small and fast: synthetic images, random VGG, CPU, no progress bar.
+FAST = [
+    "data=synthetic",
+    "loss.vgg.weights=random",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.val_check_interval=null",
+    "trainer.check_val_every_n_epoch=1",
+    "callbacks=none",
+]
+
+
+def compose_train(tmp_path: Path, overrides: list[str] = (), fast: bool = True):
+    """The training config as `python train.py OVERRIDES` would see it, writing under tmp_path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[*(FAST if fast else []), *overrides],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def cfg_train(tmp_path):
+    return lambda *overrides, fast=True: compose_train(tmp_path, list(overrides), fast=fast)
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    """A small real-looking RGB photo file (smooth gradients and a few shapes)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (75, 61))
+    draw = ImageDraw.Draw(img)
+    for y in range(61):
+        draw.line([(0, y), (74, y)], fill=(3 * y, 120, 255 - 4 * y))
+    draw.ellipse([10, 10, 40, 35], fill=(250, 220, 30))
+    draw.rectangle([45, 20, 70, 55], fill=(20, 160, 60))
+    path = tmp_path / "photo.png"
+    img.save(path)
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from stylenet.losses import PerceptualLoss, content_loss, gram_matrix, style_loss, total_variation
+from stylenet.vgg import VGGFeatures
+
+
+def test_gram_matrix_matches_hand_computation():
+    # One image, two channels, 2x2 pixels.
+    f = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 1.0], [0.0, -1.0]]]])
+    # <c0,c0> = 1+4+9+16 = 30, <c0,c1> = 0+2+0-4 = -2, <c1,c1> = 0+1+0+1 = 2; C*H*W = 8
+    expected = torch.tensor([[[30.0, -2.0], [-2.0, 2.0]]]) / 8
+    assert torch.allclose(gram_matrix(f), expected)
+    assert torch.allclose(gram_matrix(f, normalize="hw"), expected * 2)
+
+
+def test_gram_matrix_is_batched_and_fp32():
+    f = torch.randn(3, 4, 5, 6, dtype=torch.bfloat16)
+    g = gram_matrix(f)
+    assert g.shape == (3, 4, 4) and g.dtype == torch.float32
+    one = f[1].float().reshape(4, -1)
+    assert torch.allclose(g[1], one @ one.T / (4 * 5 * 6), rtol=1e-5)
+
+
+def test_style_loss_weights_layers_and_broadcasts_target():
+    grams = {"a": torch.ones(2, 3, 3), "b": torch.zeros(2, 4, 4)}
+    targets = {"a": torch.zeros(1, 3, 3), "b": torch.full((1, 4, 4), 2.0)}
+    loss = style_loss(grams, targets, {"a": 1.0, "b": 0.5})
+    assert loss.item() == pytest.approx(1.0 + 0.5 * 4.0)
+
+
+def test_content_and_tv():
+    a = torch.zeros(1, 3, 4, 4)
+    assert content_loss(a, a + 2).item() == pytest.approx(4.0)
+    assert total_variation(a).item() == 0.0
+    stripes = torch.zeros(1, 1, 2, 4)
+    stripes[..., ::2] = 1.0  # every horizontal neighbour differs by 1, vertical ones by 0
+    assert total_variation(stripes).item() == pytest.approx(1.0)
+
+
+def make_loss(**kwargs):
+    vgg = VGGFeatures(["relu1_2", "relu2_2", "relu3_3", "relu4_3"], weights="random")
+    return PerceptualLoss(vgg, **kwargs)
+
+
+def test_perceptual_loss_is_zero_for_the_photo_styled_like_itself():
+    loss = make_loss(tv_weight=0.0)
+    photo = torch.rand(1, 3, 32, 32)
+    loss.set_style(photo)
+    terms = loss(photo, photo)
+    assert terms["content"].item() == pytest.approx(0.0, abs=1e-6)
+    assert terms["style"].item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.rand(1, 3, 32, 32)
+    assert loss(other, photo)["style"].item() > 0
+
+
+def test_negative_weight_and_unknown_layer_are_refused():
+    with pytest.raises(ValueError, match="style_weight"):
+        make_loss(style_weight=-1.0)
+    with pytest.raises(ValueError, match="relu5_3"):
+        make_loss(content_layer="relu5_3")
