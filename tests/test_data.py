@@ -1,0 +1,94 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylenet.data import ImageFolder, StyleDataModule, SyntheticImages
+from stylenet.image import ImageError, load_tensor, open_rgb
+
+
+def _photo(size=(80, 60), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def test_recursive_folder_with_modes_and_bad_files(tmp_path, caplog):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    _photo().save(tmp_path / "a" / "one.jpg")
+    _photo(seed=1).convert("L").save(tmp_path / "a" / "b" / "gray.png")
+    _photo(seed=2).convert("P").save(tmp_path / "pal.png")
+    _photo(seed=3).convert("RGBA").save(tmp_path / "rgba.webp")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "readme.txt").write_text("ignored: not an image extension")
+    ds = ImageFolder(root=str(tmp_path), image_size=32)
+    assert len(ds) == 6
+    with caplog.at_level(logging.WARNING):
+        items = [ds[i] for i in range(len(ds))]
+    for image, _ in items:
+        assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
+    assert sum(skipped for _, skipped in items) == 2
+    assert "empty.jpg" in caplog.text and "notes.png" in caplog.text
+
+
+def test_flat_and_tiny_photos_are_skipped(tmp_path):
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(tmp_path / "a_flat.png")
+    _photo((10, 10)).save(tmp_path / "b_tiny.png")
+    _photo().save(tmp_path / "c_good.png")
+    ds = ImageFolder(root=str(tmp_path), image_size=32, min_size=16)
+    image, skipped = ds[0]
+    assert skipped == 2
+    assert torch.equal(image, ds.load(2))
+
+
+def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no .jpg"):
+        ImageFolder(root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="README"):
+        ImageFolder(root=str(tmp_path / "missing"))
+
+
+def test_all_bad_files_stop_with_an_error(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"garbage")
+    ds = ImageFolder(root=str(tmp_path), image_size=16)
+    with pytest.raises(RuntimeError, match="none of the 1"):
+        ds[0]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = _photo((40, 20))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    assert open_rgb(tmp_path / "rot.jpg").size == (20, 40)
+
+
+def test_sixteen_bit_grayscale(tmp_path):
+    a = (np.linspace(0, 65535, 32 * 32).reshape(32, 32)).astype(np.uint16)
+    Image.fromarray(a).save(tmp_path / "deep.png")
+    t = load_tensor(tmp_path / "deep.png")
+    assert t.shape == (3, 32, 32)
+    assert t.min() == 0 and t.max() == 1
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path, monkeypatch):
+    import stylenet.image
+
+    _photo((50, 50)).save(tmp_path / "big.png")
+    monkeypatch.setattr(stylenet.image, "MAX_PIXELS", 100)
+    with pytest.raises(ImageError, match="big.png.*downscale"):
+        open_rgb(tmp_path / "big.png")
+
+
+def test_datamodule_splits_and_previews_are_fixed():
+    ds = SyntheticImages(n=10, image_size=16)
+    dm = StyleDataModule(ds, batch_size=2, val_size=3, num_preview=2, num_workers=0)
+    assert len(dm.train_set) == 7 and len(dm.val_set) == 3
+    assert torch.equal(dm.preview_images(), dm.preview_images())
+    images, skipped = next(iter(dm.train_dataloader()))
+    assert images.shape == (2, 3, 16, 16) and images.dtype == torch.uint8
+    assert skipped.tolist() == [0, 0]
+    with pytest.raises(ValueError, match="val_size"):
+        StyleDataModule(ds, val_size=10)
