@@ -74,7 +74,8 @@ def load_tensor(path: str | Path, max_side: int | None = None) -> torch.Tensor:
 
 def to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) float tensor in 0..1 (values outside are clamped) -> RGB PIL image."""
-    return TF.to_pil_image(image.detach().float().clamp(0, 1).cpu())
+    # Round to the nearest 8-bit value (to_pil_image on floats truncates).
+    return TF.to_pil_image(image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu())
 
 
 @contextlib.contextmanager

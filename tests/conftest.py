@@ -26,6 +26,7 @@ FAST = [
     "trainer.val_check_interval=null",
     "trainer.check_val_every_n_epoch=1",
     "callbacks=none",
+    "trainer.enable_checkpointing=false",
 ]
 
 

@@ -1,0 +1,162 @@
+"""LightningModule: transformer -> loss network -> losses, with preview images in TensorBoard."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchvision
+from typing_extensions import override
+
+from stylenet.image import load_tensor
+from stylenet.losses import PerceptualLoss
+from stylenet.transformer import TransformerNet
+
+
+def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
+    """Mean squared response of a 3x3 Laplacian on the luminance: checkerboard and stripe
+    artifacts raise it. images: (B, 3, H, W) in 0..1 -> (B,)."""
+    gray = (images.float() * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    kernel = images.new_tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).float()
+    return F.conv2d(gray, kernel).pow(2).mean(dim=(1, 2, 3))
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class StyleTransferModule(pl.LightningModule):
+    """Trains `net` so that net(photo) keeps the photo's content and takes the style image's style.
+
+    Checkpoints hold the transformer (not the frozen VGG, whose weights come from the loss config)
+    plus the `stylenet` metadata a model file needs.
+    """
+
+    def __init__(
+        self,
+        net: TransformerNet,
+        loss: PerceptualLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        style: dict[str, Any],
+        preview_every_n_steps: int = 500,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer"], logger=False)
+        self.net = net
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.style = dict(style)
+        self.preview_every_n_steps = preview_every_n_steps
+        self.channels_last = channels_last
+        self.strict_loading = False  # checkpoints leave out the loss network and style targets
+        self.preview: torch.Tensor | None = None  # (P, 3, S, S) uint8, set by train()
+        self.skipped_files = 0
+
+    @override
+    def setup(self, stage: str) -> None:
+        style = load_tensor(self.style["image"], max_side=self.style.get("size")).unsqueeze(0)
+        self.style_image = style  # (1, 3, H, W) in 0..1
+        self.style.setdefault("sha256", file_sha256(self.style["image"]))
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+            self.loss.vgg.to(memory_format=torch.channels_last)
+
+    @override
+    def on_fit_start(self) -> None:
+        # Style targets are computed once per run, on the training device, in full precision.
+        with torch.autocast(self.device.type, enabled=False):
+            self.loss.set_style(self.style_image.to(self.device))
+        tb = self._tensorboard()
+        if tb is not None:
+            tb.add_image("style", self.style_image[0], 0)
+
+    def _to_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) on the device -> float 0..1, normalised here rather than on the CPU."""
+        x = images.float().div_(255)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, skipped = batch
+        x = self._to_input(images)
+        terms = self.loss(self.net(x), x)
+        train = stage == "train"
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in terms.items()},
+            on_step=train, on_epoch=not train, batch_size=len(images), sync_dist=not train,
+        )
+        if train:
+            self.skipped_files += int(skipped.sum())
+            self.log("data/skipped_files", float(self.skipped_files), on_step=True, batch_size=len(images))
+        return terms["total"]
+
+    @override
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    @override
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    @override
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        step = self.global_step
+        if self.preview is not None and (step == 1 or step % self.preview_every_n_steps == 0):
+            self.log_preview(step)
+
+    @torch.no_grad()
+    def stylize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or float images -> stylized float images in 0..1, in eval mode."""
+        was_training = self.net.training
+        self.net.eval()
+        x = images.to(self.device)
+        x = self._to_input(x) if x.dtype == torch.uint8 else x
+        out = self.net(x).float().clamp(0, 1)
+        self.net.train(was_training)
+        return out
+
+    def log_preview(self, step: int) -> None:
+        tb = self._tensorboard()
+        if tb is None:
+            return
+        photos = self.preview.to(self.device).float() / 255
+        out = self.stylize(self.preview)
+        grid = torchvision.utils.make_grid(torch.cat([photos, out]), nrow=len(photos), padding=2)
+        tb.add_image("preview", grid, step)
+        ratio = (high_frequency_energy(out) / high_frequency_energy(photos).clamp_min(1e-8)).mean()
+        self.log("preview/high_freq_ratio", ratio, on_step=True, batch_size=len(photos))
+
+    def _tensorboard(self):
+        logger = self.logger
+        if logger is None or not hasattr(logger.experiment, "add_image") or self.global_rank != 0:
+            return None
+        return logger.experiment
+
+    @override
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(params=[p for p in self.net.parameters() if p.requires_grad])
+
+    def model_meta(self) -> dict[str, Any]:
+        """What a model file needs beside the weights: architecture, style, loss network."""
+        vgg = self.loss.vgg
+        return {
+            "arch": self.net.config(),
+            "style": {k: self.style[k] for k in ("name", "sha256", "image") if k in self.style},
+            "loss_network": {"weights": getattr(vgg, "weights_name", None), "input_convention": vgg.input_convention},
+        }
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("loss.")
+        }
+        checkpoint["stylenet"] = self.model_meta()

@@ -1,0 +1,50 @@
+"""Every config file in configs/ composes, and the values that matter resolve."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from conftest import CONFIGS, compose_train
+
+# Options that need a value from the user; composing them checks the rest with one given.
+NEEDS = {"data/folder": ["data.dataset.root=/photos"], "style/custom": ["style.name=x", "style.image=x.jpg"]}
+GROUP_OPTIONS = sorted(
+    f"{p.parent.name}/{p.stem}"
+    for p in CONFIGS.glob("*/*.yaml")
+    if p.parent.name not in ("hydra", "infer")
+)
+
+
+def test_there_is_something_to_check():
+    assert {"data/coco", "loss/vgg16_offline", "trainer/ddp", "experiment/demo"} <= set(GROUP_OPTIONS)
+
+
+@pytest.mark.parametrize("option", GROUP_OPTIONS)
+def test_every_group_option_composes_and_resolves(option, tmp_path):
+    group, name = option.split("/")
+    cfg = compose_train(tmp_path, [f"{group}={name}", *NEEDS.get(option, [])], fast=False)
+    resolved = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, throw_on_missing=True
+    )
+    assert resolved["style"]["style_weight"] > 0
+    assert resolved["loss"]["style_weight"] == resolved["style"]["style_weight"]
+
+
+def test_defaults_are_the_reference_recipe(tmp_path):
+    cfg = compose_train(tmp_path, [], fast=False)
+    assert cfg.style.content_weight == 1e5 and cfg.style.style_weight == 1e10
+    assert cfg.model.optimizer.lr == 1e-3 and cfg.data.batch_size == 4
+    assert cfg.data.dataset.image_size == 256 and cfg.trainer.max_epochs == 2
+    assert cfg.loss.content_layer == "relu2_2"
+    assert list(cfg.loss.style_layers) == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+    assert Path(cfg.data.dataset.root).parts[-2:] == ("coco", "train2014")
+
+
+def test_infer_config_composes():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS / "infer"), version_base="1.3"):
+        cfg = compose("infer", overrides=["model=m.pt", "input=a.jpg", "output=b.jpg"])
+    assert cfg.device == "auto" and cfg.overwrite is False

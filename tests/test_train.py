@@ -1,0 +1,125 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+from stylenet.export import load_model, save_model
+from stylenet.image import load_tensor
+from train import train
+
+
+def test_fast_dev_run_on_synthetic_data(cfg_train):
+    cfg = cfg_train("trainer.fast_dev_run=true")
+    metrics = train(cfg)
+    for key in ("train/content", "train/style", "train/tv", "train/total"):
+        assert torch.isfinite(torch.tensor(metrics[key])), key
+    assert metrics["global_step"] == 1
+
+
+def test_overfit_one_image_halves_the_style_loss(cfg_train, tmp_path):
+    cfg = cfg_train(
+        "data.dataset.n=2", "data.dataset.image_size=32", "data.val_size=1", "data.batch_size=1",
+        "data.num_preview=1", "model.net.channels=[8,16,32]", "model.net.num_residual=2",
+        "trainer.overfit_batches=1", "trainer.max_epochs=-1", "trainer.max_steps=30",
+        "trainer.log_every_n_steps=1", "trainer.limit_val_batches=0", "~logger",
+    )
+    losses = []
+
+    from pytorch_lightning import Callback
+
+    class Record(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            losses.append(float(trainer.callback_metrics["train/style"]))
+
+    train(cfg, extra_callbacks=[Record()])
+    assert len(losses) == 30
+    assert losses[-1] <= 0.5 * losses[0], losses
+
+
+def test_checkpoint_model_file_and_infer_give_identical_output(cfg_train, tmp_path):
+    cfg = cfg_train("callbacks=default", "trainer.max_steps=3", "trainer.max_epochs=-1",
+                    "callbacks.model_checkpoint.every_n_train_steps=1",
+                    "model.net.channels=[8,16,32]", "model.net.num_residual=2")
+    metrics = train(cfg)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert not any(k.startswith("loss.") for k in raw["state_dict"])  # no VGG in checkpoints
+    model_file = Path(metrics["model_path"])
+    net_model, meta = load_model(model_file)
+    net_ckpt, _ = load_model(ckpt)
+    assert meta["style"]["name"] == "mosaic" and len(meta["style"]["sha256"]) == 64
+    assert meta["arch"] == {"channels": [8, 16, 32], "num_residual": 2}
+    assert meta["loss_network"]["weights"] == "random"
+    assert "style_weight" in meta["config"]
+    assert Path(metrics["sample_path"]).is_file()
+
+    photo = load_tensor(ROOT / "data" / "styles" / "waves.png", max_side=45)
+    with torch.no_grad():
+        expected = net_ckpt(photo[None])[0].clamp(0, 1)
+        assert torch.equal(net_model(photo[None])[0].clamp(0, 1), expected)
+    src = tmp_path / "in.png"
+    from stylenet.image import save_atomic, to_pil
+
+    save_atomic(to_pil(photo), src)
+    out = tmp_path / "out.png"
+    cmd = [sys.executable, str(ROOT / "infer.py"), f"model={model_file}", f"input={src}", f"output={out}", "device=cpu"]
+    subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True)
+    written = load_tensor(out)
+    assert written.shape == photo.shape
+    # the file holds 8-bit values of the same output
+    assert (written - expected).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_non_finite_weights_never_become_a_model_file(tmp_path):
+    from stylenet.export import ModelFileError
+    from stylenet.transformer import TransformerNet
+
+    net = TransformerNet(channels=(4, 8, 8), num_residual=1)
+    good = save_model(tmp_path / "m.pt", net, {"arch": net.config()})
+    before = good.read_bytes()
+    with torch.no_grad():
+        net.conv1.conv.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ModelFileError, match="NaN"):
+        save_model(good, net, {"arch": net.config()})
+    assert good.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left behind
+
+
+@pytest.mark.slow
+def test_multirun_sweep_gives_runs_side_by_side(tmp_path):
+    cmd = [
+        sys.executable, str(ROOT / "train.py"), "-m", "style.style_weight=1e9,1e10,1e11",
+        "data=synthetic", "loss.vgg.weights=random", "trainer=cpu", "trainer.max_steps=2",
+        "trainer.max_epochs=-1", "trainer.val_check_interval=null", "callbacks=none",
+        "trainer.enable_checkpointing=false", f"paths.log_dir={tmp_path}",
+    ]
+    subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True, timeout=600)
+    # one folder per run, side by side, named by the run's overrides
+    runs = sorted(p.parent.parent.name for p in tmp_path.glob("train/multiruns/*/*/tensorboard/events.*"))
+    assert [r.split("_")[0] for r in runs] == ["0", "1", "2"]
+    assert all("style.style_weight=" in r and "paths.log_dir=" + str(tmp_path).replace("/", "_") in r for r in runs)
+    hparams = sorted(tmp_path.glob("train/multiruns/*/*/tensorboard/hparams.yaml"))
+    assert len(hparams) == 3
+    weights = [float(load_model(m)[1]["config"].split("style_weight: ")[1].split()[0])
+               for m in sorted(tmp_path.glob("train/multiruns/*/*/model.pt"))]
+    assert weights == [1e9, 1e10, 1e11]
+
+
+@pytest.mark.slow
+def test_ddp_trains_in_two_cpu_processes(tmp_path):
+    cmd = [
+        sys.executable, str(ROOT / "train.py"), "trainer=ddp", "trainer.accelerator=cpu",
+        "trainer.devices=2", "trainer.precision=32-true", "data=synthetic", "loss.vgg.weights=random",
+        "trainer.max_steps=3", "trainer.max_epochs=-1", "trainer.val_check_interval=null",
+        "callbacks=none", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in log
+    assert "distributed_backend=gloo" in log
+    assert (tmp_path / "model.pt").is_file()
