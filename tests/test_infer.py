@@ -4,7 +4,8 @@ import sys
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
 from conftest import ROOT
 from infer import infer
@@ -21,8 +22,13 @@ def model_file(tmp_path):
 
 
 def cfg(**kw):
-    base = {"device": "cpu", "precision": "fp32", "overwrite": False, "quality": 95}
-    return OmegaConf.create({**base, **{k: str(v) for k, v in kw.items()}})
+    """infer.yaml as the command line would compose it, on the CPU."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs" / "infer"), version_base="1.3"):
+        base = compose(config_name="infer", overrides=["device=cpu"])
+    with open_dict(base):
+        for k, v in kw.items():
+            base[k] = str(v) if isinstance(v, os.PathLike) else v
+    return base
 
 
 def test_single_image_keeps_size(model_file, photo, tmp_path):
