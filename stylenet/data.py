@@ -11,24 +11,39 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.transforms.v2 import functional as TF
 
 from stylenet.image import ImageError, list_images, open_rgb
 
 log = logging.getLogger(__name__)
 
+# Training photos above this are refused from the header: crops are a few hundred pixels, and a
+# decoded 100 Mpx PNG per loader worker is how a decompression bomb ends a run (8K x 8K passes).
+TRAIN_MAX_PIXELS = 8192 * 8192
+# Photo headers read at start-up to check that the crop fits the photos (cheap: no decoding).
+PROBE_FILES = 32
 
-def crop_photo(img: Image.Image, size: int, resize: int | None = None, random: bool = False) -> torch.Tensor:
+
+def crop_photo(
+    img: Image.Image, size: int, resize: int | None = None, random: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Resize the shorter side to `resize` (default `size`) and crop a `size` square, at the
-    centre as the reference recipe does, or at a random place: (3, size, size) uint8."""
+    centre as the reference recipe does, or at a random place drawn from `generator` (the global
+    RNG when None): (3, size, size) uint8."""
     t = TF.resize(TF.pil_to_tensor(img), resize or size, antialias=True)
     if not random:
         return TF.center_crop(t, size)
     h, w = t.shape[-2:]
-    top = int(torch.randint(0, h - size + 1, ()))
-    left = int(torch.randint(0, w - size + 1, ()))
+    top = int(torch.randint(0, h - size + 1, (), generator=generator))
+    left = int(torch.randint(0, w - size + 1, (), generator=generator))
     return TF.crop(t, top, left, size, size)
+
+
+def _split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
+    """Dataset keys are an index, or (index, crop seed) from ResumableSampler."""
+    return key if isinstance(key, tuple) else (key, None)
 
 
 class ImageFolder(Dataset):
@@ -37,9 +52,14 @@ class ImageFolder(Dataset):
     With `package`, root and files are relative to that installed Python package (the demo reads
     scikit-image's bundled photos this way). Items are (image uint8 (3, S, S), files skipped).
     `resize` (shorter side, default image_size) above image_size with `random_crop` gives many
-    different crops of few photos. A file that cannot be decoded, is smaller than `min_size`, or whose crop is near-constant
-    (std below `min_std`, which makes instance norm amplify noise without bound) is skipped once
-    with a warning naming it, and the next file is served instead so batches keep their size.
+    different crops of few photos. A file that cannot be decoded, is smaller than `min_size`,
+    larger than `max_pixels`, or whose crop is near-constant (std below `min_std`, which makes
+    instance norm amplify noise without bound) is skipped once with a warning naming it, and the
+    next file is served instead so batches keep their size. Skipped files are flagged in shared
+    memory, so each is warned about and counted once across loader workers and epochs.
+
+    At construction the photos are checked: a crop larger than every probed photo, or a folder
+    where no photo can be used, is an error before training starts.
     """
 
     def __init__(
@@ -53,6 +73,7 @@ class ImageFolder(Dataset):
         draft: bool = True,
         resize: int | None = None,
         random_crop: bool = False,
+        max_pixels: int = TRAIN_MAX_PIXELS,
     ):
         base = Path(str(importlib.resources.files(package))) if package else Path(".")
         if files:
@@ -82,50 +103,112 @@ class ImageFolder(Dataset):
         self.draft = draft
         self.resize = max(resize or image_size, image_size)
         self.random_crop = random_crop
-        self.bad: set[int] = set()  # per worker process: indices already warned about
+        self.max_pixels = max_pixels
+        self.where = str(base / root) if root is not None and not files else "data.files"
+        # Shared memory: loader workers (forked or spawned) see each other's findings.
+        self.bad = torch.zeros(len(self.paths), dtype=torch.bool).share_memory_()
+        self._check_photos()
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, index: int, random_crop: bool | None = None) -> torch.Tensor:
+    def _check_photos(self) -> None:
+        """Start-up checks: the crop fits the photos, and at least one photo is usable."""
+        sides = []
+        for path in self.paths[:PROBE_FILES]:
+            try:
+                with Image.open(path) as img:  # reads the header only
+                    sides.append(min(img.size))
+            except Exception:  # noqa: BLE001 - a bad file here is found again, and named, below
+                continue
+        if sides and max(sides) < self.image_size:
+            raise ValueError(
+                f"data.dataset.image_size={self.image_size} is larger than every photo checked "
+                f"(the first {len(sides)} in {self.where}; the largest shorter side is "
+                f"{max(sides)} px): lower data.dataset.image_size to {max(sides)} or less"
+            )
+        first_error = None
+        for i in range(len(self.paths)):
+            try:
+                self.load(i, random_crop=False)
+                return
+            except Exception as e:  # noqa: BLE001 - see __getitem__
+                first_error = first_error or self._describe(i, e)
+        raise ValueError(
+            f"none of the {len(self.paths)} photos in {self.where} is usable (first: "
+            f"{first_error}): set data.dataset.root to a folder of readable photos"
+        )
+
+    def load(
+        self, index: int, random_crop: bool | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """One photo as a (3, S, S) uint8 crop; raises ImageError when it is unusable.
         random_crop=False gives the whole photo's centre square (for previews)."""
         path = self.paths[index]
-        img = open_rgb(path, draft_size=self.resize if self.draft else None)
+        draft = self.resize if self.draft else None
+        img = open_rgb(path, draft_size=draft, max_pixels=self.max_pixels)
         if min(img.size) < self.min_size:
-            raise ImageError(f"{path}: {img.size[0]}x{img.size[1]} is smaller than data.min_size={self.min_size}")
+            raise ImageError(
+                f"{path}: {img.size[0]}x{img.size[1]} is smaller than "
+                f"data.dataset.min_size={self.min_size}"
+            )
         if random_crop is False:
             crop = crop_photo(img, self.image_size)
         else:
-            crop = crop_photo(img, self.image_size, self.resize, self.random_crop)
-        if crop.float().std() < self.min_std:
-            raise ImageError(f"{path}: the crop is a near-constant colour (unusable for instance norm)")
+            crop = crop_photo(img, self.image_size, self.resize, self.random_crop, generator)
+        # Spatial spread per channel: a plain coloured wallpaper has a large std across its three
+        # channels but none across pixels, and instance norm sees only the latter.
+        if crop.float().flatten(1).std(dim=1).max() < self.min_std:
+            raise ImageError(
+                f"{path}: the crop is a near-constant colour (unusable for instance norm)"
+            )
         return crop
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def _describe(self, index: int, error: Exception) -> str:
+        if isinstance(error, ImageError):
+            return str(error)  # already names the file
+        return f"{self.paths[index]}: {type(error).__name__}: {error}"
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = _split_key(key)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
         skipped = 0
         for offset in range(len(self.paths)):
             i = (index + offset) % len(self.paths)
-            if i in self.bad:
+            if self.bad[i]:
                 continue
             try:
-                return self.load(i), skipped
-            except ImageError as e:
-                self.bad.add(i)
-                skipped += 1
-                log.warning("skipping training photo: %s", e)
+                return self.load(i, generator=generator), skipped
+            # Not only ImageError: decoders run third-party C code on files nobody checked, and
+            # one odd photo must not end a run of hours. A bug shows as every photo skipped.
+            except Exception as e:  # noqa: BLE001
+                if not self.bad[i]:  # another worker may have flagged it meanwhile
+                    self.bad[i] = True
+                    skipped += 1
+                    log.warning("skipping training photo: %s", self._describe(i, e))
         raise RuntimeError(
-            f"none of the {len(self.paths)} training photos is usable: check data.dataset.root"
+            f"none of the {len(self.paths)} training photos is usable any more: check "
+            f"data.dataset.root ({self.where}) and the warnings above"
         )
+
+    def bad_indices(self) -> list[int]:
+        return torch.nonzero(self.bad).flatten().tolist()
+
+    def mark_bad(self, indices: list[int]) -> None:
+        """Flag files found unusable before a restart, so they are not warned about again."""
+        self.bad[[i for i in indices if i < len(self.bad)]] = True
 
 
 class SyntheticImages(Dataset):
-    """`n` deterministic in-memory photos-like images (smooth colour fields with edges), for tests."""
+    """`n` deterministic in-memory photo-like images (smooth colour fields with edges), for
+    tests."""
 
     def __init__(self, n: int = 16, image_size: int = 64, seed: int = 0):
         gen = torch.Generator().manual_seed(seed)
         low = torch.rand(n, 3, 4, 4, generator=gen)
-        smooth = torch.nn.functional.interpolate(low, size=(image_size, image_size), mode="bicubic", align_corners=False)
+        smooth = torch.nn.functional.interpolate(
+            low, size=(image_size, image_size), mode="bicubic", align_corners=False
+        )
         y = torch.linspace(0, 1, image_size).view(1, 1, -1, 1)
         x = torch.linspace(0, 1, image_size).view(1, 1, 1, -1)
         freq = torch.randint(2, 8, (n, 1, 1, 1), generator=gen).float()
@@ -135,11 +218,76 @@ class SyntheticImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def load(self, index: int, random_crop: bool | None = None) -> torch.Tensor:
+    def load(self, index: int, random_crop: bool | None = None, generator=None) -> torch.Tensor:
         return self.images[index]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index], 0
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        return self.images[_split_key(key)[0]], 0
+
+
+class ResumableSampler(DistributedSampler):
+    """Training order: `indices` shuffled by (seed, epoch), sharded over DDP ranks, each index
+    paired with a crop seed drawn from (seed, epoch, index) so random crops do not depend on
+    which worker or process loads the photo. `start` skips that many samples of the next epoch
+    pass (a resumed run). A DistributedSampler so that Lightning keeps it under DDP instead of
+    wrapping it in its own, which would reshuffle and ignore `start`."""
+
+    def __init__(self, indices: list[int], seed: int, num_replicas: int | None = None,
+                 rank: int | None = None):
+        if num_replicas is None or rank is None:
+            dist = torch.distributed
+            on = dist.is_available() and dist.is_initialized()
+            num_replicas = dist.get_world_size() if on else 1
+            rank = dist.get_rank() if on else 0
+        super().__init__(list(indices), num_replicas=num_replicas, rank=rank, shuffle=True,
+                         seed=seed, drop_last=True)
+        self.start = 0
+
+    def __iter__(self):
+        start, self.start = self.start, 0  # a resume skips once, later epochs start at 0
+        positions = list(super().__iter__())  # this rank's share of randperm(seed + epoch)
+        for pos in positions[start:]:
+            index = self.dataset[pos]
+            crop_seed = ((self.seed * 1_000_003 + self.epoch) * 1_000_033 + index) % 2**63
+            yield index, crop_seed
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position survives a restart. Lightning saves state_dict() in each
+    checkpoint and calls load_state_dict() on resume (it looks for these two methods), so a
+    resumed run goes on with the batch after the checkpoint, in the same order, instead of
+    restarting the epoch in a new order. The state also carries the files found unusable."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._served = 0  # batches handed out in the current epoch pass
+
+    def __iter__(self):
+        # Counted here, in the main process, as batches are handed to the training loop: worker
+        # prefetching runs ahead, but only served batches have been trained on.
+        self._served = getattr(self.sampler, "start", 0) // (self.batch_size or 1)
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        sampler = self.sampler
+        if not isinstance(sampler, ResumableSampler):  # e.g. Lightning's overfit_batches sampler
+            return {}
+        bad = self.dataset.bad_indices() if hasattr(self.dataset, "bad_indices") else []
+        return {"seed": sampler.seed, "epoch": sampler.epoch, "batches": self._served, "bad": bad}
+
+    def load_state_dict(self, state: dict) -> None:
+        sampler = self.sampler
+        if not state or not isinstance(sampler, ResumableSampler):
+            return
+        # The saved seed wins over this run's: the order must continue, not change mid-epoch.
+        sampler.seed = state["seed"]
+        sampler.set_epoch(state["epoch"])
+        sampler.start = state["batches"] * self.batch_size
+        self._served = state["batches"]
+        if state.get("bad") and hasattr(self.dataset, "mark_bad"):
+            self.dataset.mark_bad(state["bad"])
 
 
 class StyleDataModule(pl.LightningDataModule):
@@ -155,11 +303,13 @@ class StyleDataModule(pl.LightningDataModule):
         num_preview: int = 4,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        seed: int | None = None,
     ):
         super().__init__()
         if len(dataset) <= val_size:
             raise ValueError(
-                f"only {len(dataset)} photos but data.val_size={val_size}: add photos or lower val_size"
+                f"only {len(dataset)} photos but data.val_size={val_size}: add photos or lower "
+                "val_size"
             )
         self.dataset = dataset
         self.batch_size = batch_size
@@ -168,6 +318,8 @@ class StyleDataModule(pl.LightningDataModule):
         self.num_preview = min(num_preview, val_size)
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        # None: the seed train() gave seed_everything (torch's initial seed); saved in checkpoints.
+        self.seed = torch.initial_seed() % 2**63 if seed is None else seed
         n = len(dataset)
         self.train_set = Subset(dataset, range(0, n - val_size))
         self.val_set = Subset(dataset, range(n - val_size, n))
@@ -177,23 +329,32 @@ class StyleDataModule(pl.LightningDataModule):
             )
 
     def preview_images(self) -> torch.Tensor:
-        """(P, 3, S, S) uint8: the same photos, centre-cropped, at every step and in every run."""
-        indices = self.val_set.indices[: self.num_preview]
-        return torch.stack([self.dataset.load(i, random_crop=False) for i in indices])
+        """(P, 3, S, S) uint8: the same photos, centre-cropped, at every step and in every run.
+        An unusable held-out photo is passed over for the next one (training skips it later)."""
+        images = []
+        for i in [*self.val_set.indices, *self.train_set.indices]:
+            if len(images) == self.num_preview:
+                break
+            try:
+                images.append(self.dataset.load(i, random_crop=False))
+            except Exception as e:  # noqa: BLE001 - as in ImageFolder.__getitem__
+                log.warning("preview photo passed over: %s", e)
+        return torch.stack(images)
 
-    def _loader(self, subset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            subset,
+    def _loader_kwargs(self) -> dict:
+        return dict(
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,  # constant batch shape in training
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        sampler = ResumableSampler(self.train_set.indices, seed=self.seed)
+        # drop_last: constant batch shape in training (the sampler drops the DDP remainder).
+        return ResumableLoader(
+            self.dataset, sampler=sampler, drop_last=True, **self._loader_kwargs()
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return DataLoader(self.val_set, shuffle=False, drop_last=False, **self._loader_kwargs())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -22,16 +23,26 @@ class ImageError(ValueError):
     """An image file that cannot be used; the message names the file and what to do."""
 
 
-def open_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
+# What a damaged file can make PIL's decoders raise besides OSError: truncated streams (EOFError),
+# broken EXIF or chunk tables (struct.error, KeyError, IndexError, TypeError, ZeroDivisionError).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, KeyError, IndexError,
+                 TypeError, ZeroDivisionError, Image.DecompressionBombError)
+
+
+def open_rgb(
+    path: str | Path, draft_size: int | None = None, max_pixels: int | None = None
+) -> Image.Image:
     """Open any image as upright RGB. draft_size lets JPEG decode at a reduced scale (DCT
-    scaling) when the image will be shrunk to at least that shorter side anyway."""
+    scaling) when the image will be shrunk to at least that shorter side anyway. max_pixels
+    (default MAX_PIXELS) refuses larger images from the header alone, before decoding."""
     path = Path(path)
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
     try:
         with Image.open(path) as img:
             w, h = img.size
-            if w * h > MAX_PIXELS:
+            if w * h > limit:
                 raise ImageError(
-                    f"{path}: {w}x{h} is larger than the {MAX_PIXELS / 1e6:.0f} Mpx limit: "
+                    f"{path}: {w}x{h} is larger than the {limit / 1e6:.0f} Mpx limit: "
                     "downscale it first"
                 )
             if draft_size and img.format == "JPEG":
@@ -44,8 +55,10 @@ def open_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file: check the path") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: not a readable image ({e}): remove or replace the file") from None
+    except DECODE_ERRORS as e:
+        raise ImageError(
+            f"{path}: not a readable image ({type(e).__name__}: {e}): remove or replace the file"
+        ) from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -75,7 +88,9 @@ def load_tensor(path: str | Path, max_side: int | None = None) -> torch.Tensor:
 def to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) float tensor in 0..1 (values outside are clamped) -> RGB PIL image."""
     # Round to the nearest 8-bit value (to_pil_image on floats truncates).
-    return TF.to_pil_image(image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu())
+    return TF.to_pil_image(
+        image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+    )
 
 
 @contextlib.contextmanager
@@ -94,6 +109,18 @@ def atomic_write(path: str | Path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable: without it a power cut after os.replace can bring back
+    the old name (or none) on some file systems."""
+    with contextlib.suppress(OSError):  # not every platform/file system can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def save_atomic(img: Image.Image, path: str | Path, **save_kwargs) -> Path:

@@ -50,10 +50,17 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
         ImageFolder(root=str(tmp_path / "missing"))
 
 
-def test_all_bad_files_stop_with_an_error(tmp_path):
+def test_all_bad_files_stop_with_an_error_at_start_up(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="none of the 1 photos .* usable .*x.jpg"):
+        ImageFolder(root=str(tmp_path), image_size=16)
+
+
+def test_files_going_bad_during_training_stop_with_an_error(tmp_path):
+    _photo().save(tmp_path / "x.png")
     ds = ImageFolder(root=str(tmp_path), image_size=16)
-    with pytest.raises(RuntimeError, match="none of the 1"):
+    (tmp_path / "x.png").write_bytes(b"")  # e.g. a network disk that went away
+    with pytest.raises(RuntimeError, match="none of the 1 .*usable any more"):
         ds[0]
 
 
