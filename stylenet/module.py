@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,14 @@ from stylenet.image import load_tensor
 from stylenet.losses import PerceptualLoss
 from stylenet.transformer import TransformerNet
 
+log = logging.getLogger(__name__)
+
 
 def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
     """Mean squared response of a 3x3 Laplacian on the luminance: checkerboard and stripe
     artifacts raise it. images: (B, 3, H, W) in 0..1 -> (B,)."""
-    gray = (images.float() * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    luma = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    gray = (images.float() * luma).sum(1, keepdim=True)
     kernel = images.new_tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).float()
     return F.conv2d(gray, kernel).pow(2).mean(dim=(1, 2, 3))
 
@@ -35,6 +39,11 @@ class StyleTransferModule(pl.LightningModule):
 
     Checkpoints hold the transformer (not the frozen VGG, whose weights come from the loss config)
     plus the `stylenet` metadata a model file needs.
+
+    Speed switches (benchmarks/NOTES.md measures each): `channels_last` (NHWC for both nets) and
+    `compile` (torch.compile of the transformer and of the loss network + losses). None means
+    "on when training on CUDA": the fast path on GPUs, the plain eager path on CPUs, where
+    compiling takes minutes and NHWC gains little. False everywhere is the naive baseline.
     """
 
     def __init__(
@@ -44,7 +53,9 @@ class StyleTransferModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         style: dict[str, Any],
         preview_every_n_steps: int = 500,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
+        compile: bool | None = None,
+        compile_mode: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer"], logger=False)
@@ -54,6 +65,8 @@ class StyleTransferModule(pl.LightningModule):
         self.style = dict(style)
         self.preview_every_n_steps = preview_every_n_steps
         self.channels_last = channels_last
+        self.compile = compile
+        self.compile_mode = compile_mode
         self.strict_loading = False  # checkpoints leave out the loss network and style targets
         self.preview: torch.Tensor | None = None  # (P, 3, S, S) uint8, set by train()
         self.skipped_files = 0
@@ -63,9 +76,27 @@ class StyleTransferModule(pl.LightningModule):
         style = load_tensor(self.style["image"], max_side=self.style.get("size")).unsqueeze(0)
         self.style_image = style  # (1, 3, H, W) in 0..1
         self.style.setdefault("sha256", file_sha256(self.style["image"]))
+        # setup() runs before Lightning moves the module, so ask the strategy where it will run.
+        self.apply_speedups(self.trainer.strategy.root_device.type)
+
+    def apply_speedups(self, device_type: str) -> None:
+        """Resolve the None ("auto") switches for `device_type` and apply them; idempotent."""
+        on_cuda = device_type == "cuda"
+        if self.channels_last is None:
+            self.channels_last = on_cuda
+        if self.compile is None:
+            self.compile = on_cuda
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
             self.loss.vgg.to(memory_format=torch.channels_last)
+        if self.compile and not getattr(self, "_compiled", False):
+            # nn.Module.compile() compiles in place: state_dict keys stay free of `_orig_mod.`,
+            # so checkpoints and model files are the same with and without compile.
+            self.net.compile(mode=self.compile_mode)
+            self.loss.compile(mode=self.compile_mode)
+            self._compiled = True
+        log.info("speed switches on %s: channels_last=%s compile=%s (mode %s)",
+                 device_type, self.channels_last, self.compile, self.compile_mode or "default")
 
     @override
     def on_fit_start(self) -> None:
@@ -77,7 +108,7 @@ class StyleTransferModule(pl.LightningModule):
             tb.add_image("style", self.style_image[0], 0)
 
     def _to_input(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) on the device -> float 0..1, normalised here rather than on the CPU."""
+        """uint8 (B, 3, H, W) on the device -> float 0..1, normalised here, not on the CPU."""
         x = images.float().div_(255)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -85,10 +116,15 @@ class StyleTransferModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """uint8 photos (B, 3, H, W) on the device -> the weighted loss terms and 'total'.
+        The one place the step's math lives: training, validation and benchmarks call it."""
+        x = self._to_input(images)
+        return self.loss(self.net(x), x)
+
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, skipped = batch
-        x = self._to_input(images)
-        terms = self.loss(self.net(x), x)
+        terms = self.losses(images)
         train = stage == "train"
         self.log_dict(
             {f"{stage}/{k}": v for k, v in terms.items()},
@@ -96,7 +132,8 @@ class StyleTransferModule(pl.LightningModule):
         )
         if train:
             self.skipped_files += int(skipped.sum())
-            self.log("data/skipped_files", float(self.skipped_files), on_step=True, batch_size=len(images))
+            self.log("data/skipped_files", float(self.skipped_files), on_step=True,
+                     batch_size=len(images))
         return terms["total"]
 
     @override
@@ -151,7 +188,8 @@ class StyleTransferModule(pl.LightningModule):
         return {
             "arch": self.net.config(),
             "style": {k: self.style[k] for k in ("name", "sha256", "image") if k in self.style},
-            "loss_network": {"weights": getattr(vgg, "weights_name", None), "input_convention": vgg.input_convention},
+            "loss_network": {"weights": getattr(vgg, "weights_name", None),
+                             "input_convention": vgg.input_convention},
         }
 
     @override
