@@ -3,7 +3,7 @@
 Images of any size: an image too large for the device is cut into overlapping tiles that are
 blended with feathered weights. Instance norm would normalise each tile with its own statistics
 and the style would shift from tile to tile, so every tile is normalised with the statistics of
-the whole image, taken from one pass over a downscaled copy.
+the whole image: measured exactly tile by tile (default), or from a pass over a downscaled copy.
 """
 
 from __future__ import annotations
@@ -69,6 +69,22 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     if last > starts[-1]:
         starts.append(last)
     return [(s, tile if s != starts[-1] else size - s) for s in starts]
+
+
+def owned(tiles: list[tuple[int, int]]) -> list[tuple[int, int | None]]:
+    """The part of each tile that counts for the statistics: from the middle of the overlap with
+    the previous tile to the middle of the overlap with the next (multiples of 4, so they map
+    exactly onto the half- and quarter-resolution maps); None: to the end, padding included,
+    as in an untiled pass."""
+    cuts = [0]
+    for (s0, n0), (s1, _) in zip(tiles, tiles[1:], strict=False):
+        cuts.append(((s1 + s0 + n0) // 2) // 4 * 4)
+    return [(cuts[i] - s, cuts[i + 1] - s if i + 1 < len(tiles) else None)
+            for i, (s, _) in enumerate(tiles)]
+
+
+class _Stop(Exception):
+    """Ends a forward pass once the norm being measured has seen its input."""
 
 
 def feather(length: int, overlap: int, rise: bool, fall: bool) -> torch.Tensor:
@@ -158,7 +174,9 @@ class Stylizer:
     a number always tiles at that side length. overlap: pixels shared by neighbouring tiles; the
     default 128 covers the receptive field of the paper's network (about 109 px), so a tile's
     kept pixels never see its border and tiled output equals untiled output.
-    stats_size: longer side of the downscaled copy that gives the whole-image statistics.
+    stats: how tiles get the whole image's instance-norm statistics: exact (measured tile by
+    tile, about len(norms)/2 extra passes; tiled output equals untiled) or downscaled (one pass
+    over a copy whose longer side is stats_size; faster, the style drifts a little).
     """
 
     def __init__(
@@ -169,6 +187,7 @@ class Stylizer:
         batch_size: int = 4,
         tile: int | None = None,
         overlap: int = 128,
+        stats: str = "exact",
         stats_size: int = 1024,
         max_size: int | None = None,
         preserve_color: bool = False,
@@ -182,6 +201,8 @@ class Stylizer:
             raise ValueError(f"tile={tile}: use at least 16 (pixels), or null for automatic tiling")
         if tile is not None and not 0 <= overlap <= tile // 2:
             raise ValueError(f"overlap={overlap}: use 0..{tile // 2} (half of tile={tile})")
+        if stats not in ("exact", "downscaled"):
+            raise ValueError(f"stats={stats!r}: use exact or downscaled")
         if max_size is not None and max_size < 16:
             raise ValueError(f"max_size={max_size}: use at least 16 (pixels), or null")
         self.device = pick_device(device)
@@ -192,6 +213,7 @@ class Stylizer:
         # Multiples of 4 keep tiles on the network's stride-4 grid (see tile_starts).
         self.tile = None if tile is None else max(16, tile // 4 * 4)
         self.overlap = overlap // 4 * 4
+        self.stats = stats
         self.stats_size = stats_size
         self.max_size = max_size
         self.preserve_color = bool(preserve_color)
@@ -217,9 +239,57 @@ class Stylizer:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         return need < free / 2
 
+    def exact_stats(self, x: torch.Tensor, ys: list, xs: list) -> list[tuple]:
+        """Exact (mean, var) of every instance norm for (1, 3, H, W), tile by tile with bounded
+        memory: norm k is measured in one pass over the tiles, with norms before it already
+        given their exact statistics. Each pixel is counted once, from the tile where it lies
+        farthest from the tile's border (overlap/2 >= the receptive field), so the sums equal
+        those of an untiled pass. Costs about len(norms)/2 forward passes."""
+        norms = self.net.norms()
+        stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+        spans = [(y, th, oy, x0, tw, ox) for (y, th), oy in zip(ys, owned(ys), strict=True)
+                 for (x0, tw), ox in zip(xs, owned(xs), strict=True)]
+        try:
+            for norm in norms:
+                # sum, sum of squares per channel, and the pixel count
+                acc = [torch.zeros(2, norm.num_features, dtype=torch.float64), 0]
+                for box in spans:
+                    handle = norm.register_forward_pre_hook(
+                        lambda m, a, box=box, acc=acc: self._measure(a[0], box, acc))
+                    try:
+                        y, th, _, x0, tw, _ = box
+                        self._net(x[..., y : y + th, x0 : x0 + tw])
+                    except _Stop:
+                        pass
+                    finally:
+                        handle.remove()
+                sums, count = acc
+                mean = sums[0] / count
+                var = (sums[1] / count - mean.square()).clamp_min(0)
+                stats.append((mean.float().view(1, -1, 1, 1), var.float().view(1, -1, 1, 1)))
+                norm.stats = (stats[-1][0].to(self.device), stats[-1][1].to(self.device))
+        finally:
+            for n in norms:
+                n.stats = None
+        return stats
+
+    @staticmethod
+    def _measure(feat: torch.Tensor, box: tuple, acc: list) -> None:
+        """Adds the tile's own pixels of a norm's input to acc, then stops the pass."""
+        feat = feat.double()  # (1, C, h, w) at 1, 1/2 or 1/4 resolution
+        f = -(-box[1] // 4) * 4 // feat.shape[-2]  # padded tile side / map side
+        (y0, y1), (x0, x1) = box[2], box[5]
+        part = feat[0, :, y0 // f : None if y1 is None else y1 // f,
+                    x0 // f : None if x1 is None else x1 // f]
+        acc[0][0] += part.sum((1, 2))
+        acc[0][1] += part.square().sum((1, 2))
+        acc[1] += part[0].numel()
+        raise _Stop
+
     def whole_image_stats(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(mean, var) of every instance norm for (1, 3, H, W), from a copy whose longer side
-        is at most stats_size: exact for small images, an estimate for large ones."""
+        """(mean, var) of every instance norm for (1, 3, H, W) in one pass over a copy whose
+        longer side is at most stats_size: exact for small images, an estimate for large ones
+        (cheaper than exact_stats, but the style drifts from the untiled result)."""
         h, w = x.shape[-2:]
         scale = min(1.0, self.stats_size / max(h, w))
         small = x
@@ -239,12 +309,15 @@ class Stylizer:
     def tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
         """(1, 3, H, W) -> stylized, tile by tile with whole-image statistics."""
         _, _, h, w = x.shape
-        stats = self.whole_image_stats(x)
         norms = self.net.norms()
         out = torch.zeros(1, 3, h, w)
         weight = torch.zeros(1, 1, h, w)
         overlap = min(self.overlap, tile // 2 // 4 * 4)  # small tiles after repeated OOM
         ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+        if self.stats == "exact":
+            stats = self.exact_stats(x, ys, xs)
+        else:
+            stats = self.whole_image_stats(x)
         boxes = [(y, th, x0, tw) for y, th in ys for x0, tw in xs]
         # Same-sized tiles go through the net together, batch_size at a time.
         groups: dict[tuple[int, int], list] = {}

@@ -1,0 +1,134 @@
+import logging
+
+import pytest
+import torch
+from PIL import Image
+
+from stylenet.color import rgb_to_ycbcr
+from stylenet.export import save_model
+from stylenet.image import load_tensor
+from stylenet.stylize import Stylizer, feather, read_photo, tile_starts
+from stylenet.transformer import TransformerNet
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    net = TransformerNet(channels=(4, 8, 8), num_residual=1)
+    return save_model(tmp_path / "model.pt", net, {"arch": net.config(), "style": {"name": "t"}})
+
+
+def smooth_image(h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, h, w, generator=g)
+    return torch.nn.functional.avg_pool2d(x, 5, 1, 2)[0] * 0.6 + 0.2  # (3, H, W), photo-like
+
+
+def psnr(a, b):
+    return 10 * torch.log10(1 / ((a - b) ** 2).mean()).item()
+
+
+@pytest.mark.parametrize("size,tile,overlap", [(160, 48, 16), (203, 96, 48), (64, 64, 0)])
+def test_tiles_cover_the_image_on_the_stride_grid(size, tile, overlap):
+    tiles = tile_starts(size, tile, overlap)
+    assert tiles[0][0] == 0 and tiles[-1][0] + tiles[-1][1] == size
+    assert all(s % 4 == 0 for s, _ in tiles)
+    for (s0, n0), (s1, _) in zip(tiles, tiles[1:]):
+        assert s0 + n0 - s1 >= overlap  # neighbours share at least the overlap
+    w = sum(torch.zeros(size).index_add_(0, torch.arange(s, s + n), feather(n, overlap, s > 0,
+            s + n < size)) for s, n in tiles)
+    assert (w > 0).all()
+
+
+def test_tiled_output_matches_untiled(model_file):
+    x = smooth_image(128, 138)
+    untiled = Stylizer(model_file, device="cpu")(x)
+    stylizer = Stylizer(model_file, device="cpu", tile=96, overlap=48)
+    assert len(tile_starts(128, 96, 48)) * len(tile_starts(138, 96, 48)) == 4
+    tiled = stylizer(x)
+    assert tiled.shape == x.shape
+    assert psnr(tiled, untiled) >= 40
+
+
+def test_out_of_memory_falls_back_to_tiles_and_says_so(model_file, caplog):
+    x = smooth_image(160, 160)
+    untiled = Stylizer(model_file, device="cpu")(x)
+    stylizer = Stylizer(model_file, device="cpu", overlap=48)  # stats exact: memory-bounded
+    forward = stylizer.net.forward
+    sizes = []
+
+    def limited(t):  # a device that only holds 128x128
+        sizes.append(t.shape[-2] * t.shape[-1])
+        if sizes[-1] > 128 * 128:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(t)
+
+    stylizer.net.forward = limited
+    with caplog.at_level(logging.WARNING):
+        out = stylizer(x)
+    assert "out of memory" in caplog.text and "tiling" in caplog.text
+    assert psnr(out, untiled) >= 40
+    assert sizes[0] == 160 * 160 and max(sizes[1:]) <= 128 * 128
+
+
+def test_preserve_color_keeps_the_photos_chroma(model_file):
+    x = smooth_image(48, 64)
+    plain = Stylizer(model_file, device="cpu")(x)
+    kept = Stylizer(model_file, device="cpu", preserve_color=True)(x)
+    chroma = lambda t: rgb_to_ycbcr(t)[1:]  # noqa: E731
+    assert (chroma(plain) - chroma(x)).abs().mean() > 0.02  # the style did change the colours
+    assert (chroma(kept) - chroma(x)).abs().mean() < 0.01
+    assert torch.allclose(rgb_to_ycbcr(kept)[0], rgb_to_ycbcr(plain)[0], atol=0.05)
+
+
+def test_strength_zero_returns_the_input_and_half_is_between(model_file, photo, tmp_path):
+    out = Stylizer(model_file, device="cpu", strength=0.0).stylize_file(photo, tmp_path / "o.png")
+    assert torch.equal(load_tensor(out), load_tensor(photo))
+    x = load_tensor(photo)
+    full = Stylizer(model_file, device="cpu")(x)
+    half = Stylizer(model_file, device="cpu", strength=0.5)(x)
+    assert torch.allclose(half, (x + full) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="strength"):
+        Stylizer(model_file, device="cpu", strength=2)
+
+
+def test_alpha_is_kept_and_exif_orientation_respected(model_file, tmp_path):
+    rgba = Image.new("RGBA", (40, 30), (200, 50, 50, 255))
+    rgba.putalpha(Image.linear_gradient("L").resize((40, 30)))
+    rgba.save(tmp_path / "a.png")
+    out = Stylizer(model_file, device="cpu").stylize_file(tmp_path / "a.png", tmp_path / "o.png")
+    with Image.open(out) as img:
+        assert img.mode == "RGBA" and img.getchannel("A").tobytes() == rgba.getchannel("A").tobytes()
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.new("RGB", (40, 30), (10, 120, 200)).save(tmp_path / "r.jpg", exif=exif.tobytes())
+    out = Stylizer(model_file, device="cpu").stylize_file(tmp_path / "r.jpg", tmp_path / "r_o.jpg")
+    with Image.open(out) as img:
+        assert img.size == (30, 40) and img.getexif().get(0x0112, 1) == 1
+
+
+def test_16_bit_and_greyscale_inputs(model_file, tmp_path):
+    import numpy as np
+
+    ramp = (np.linspace(0, 65535, 24 * 32).reshape(24, 32)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    photo = read_photo(tmp_path / "g16.png")
+    assert photo.rgb.shape == (3, 24, 32)
+    assert torch.allclose(photo.rgb[1], torch.from_numpy(ramp / 65535.0).float(), atol=1 / 255)
+    s = Stylizer(model_file, device="cpu")
+    Image.fromarray((ramp >> 8).astype(np.uint8)).save(tmp_path / "g8.png")
+    for name in ("g16.png", "g8.png"):
+        out = s.stylize_file(tmp_path / name, tmp_path / f"o_{name}")
+        assert load_tensor(out).shape == (3, 24, 32)
+
+
+def test_max_size_and_quality(model_file, tmp_path):
+    img = smooth_image(60, 90)
+    Image.fromarray((img.permute(1, 2, 0) * 255).byte().numpy()).save(tmp_path / "p.png")
+    s = Stylizer(model_file, device="cpu", max_size=45)
+    assert load_tensor(s.stylize_file(tmp_path / "p.png", tmp_path / "o.png")).shape == (3, 30, 45)
+    s = Stylizer(model_file, device="cpu")
+    small = s.stylize_file(tmp_path / "p.png", tmp_path / "q10.jpg", quality=10)
+    big = s.stylize_file(tmp_path / "p.png", tmp_path / "q95.webp", quality=95)
+    assert small.stat().st_size < big.stat().st_size
