@@ -32,7 +32,8 @@ GLOB_CHARS = "*?["
 def make_stylizer(cfg: DictConfig, model: str) -> Stylizer:
     return Stylizer(
         model, device=cfg.device, precision=cfg.precision, batch_size=cfg.batch_size,
-        tile=cfg.tile, overlap=cfg.overlap, stats_size=cfg.stats_size, max_size=cfg.max_size,
+        tile=cfg.tile, overlap=cfg.overlap, stats=cfg.stats, stats_size=cfg.stats_size,
+        max_size=cfg.max_size,
         preserve_color=cfg.preserve_color, strength=cfg.strength,
     )
 

@@ -1,13 +1,15 @@
+import errno
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
+from PIL import Image
 
-from conftest import ROOT
 from infer import infer
 from stylenet.export import ModelFileError, load_model, save_model
 from stylenet.image import ImageError, load_tensor
@@ -44,7 +46,8 @@ def test_folder_keeps_tree_and_goes_on_past_bad_files(model_file, photo, tmp_pat
     (src / "b.png").write_bytes(photo.read_bytes())
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     written = infer(cfg(model=model_file, input=src, output=tmp_path / "styled"))
-    assert sorted(p.relative_to(tmp_path / "styled").as_posix() for p in written) == ["b.png", "sub/a.png"]
+    names = sorted(p.relative_to(tmp_path / "styled").as_posix() for p in written)
+    assert names == ["b.png", "sub/a.png"]
     assert not list((tmp_path / "styled").rglob("*.tmp"))
 
 
@@ -83,9 +86,76 @@ def test_truncated_and_foreign_model_files_are_refused(model_file, tmp_path):
         load_model(other)
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line(model_file, tmp_path):
     cmd = [sys.executable, str(ROOT / "infer.py"), f"model={model_file}",
            f"input={tmp_path / 'missing.jpg'}", f"output={tmp_path / 'o.jpg'}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.jpg'}: input not found: check input=..."]
+    missing = tmp_path / "missing.jpg"
+    expected = f"error: {missing}: input not found: check input=..."
+    assert proc.stderr.strip().splitlines() == [expected]
+
+
+def test_glob_keeps_tree_and_mixed_folders_are_fine(model_file, photo, tmp_path):
+    src = tmp_path / "shots"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "x.png").write_bytes(photo.read_bytes())
+    (src / "y.png").write_bytes(photo.read_bytes())
+    (src / "a" / "notes.txt").write_text("not an image")
+    written = infer(cfg(model=model_file, input=f"{src}/**/*.png", output=tmp_path / "o",
+                        format="webp"))
+    assert sorted(p.relative_to(tmp_path / "o").as_posix() for p in written) == ["a/x.webp",
+                                                                                 "y.webp"]
+    with pytest.raises(ImageError, match="matches no"):
+        infer(cfg(model=model_file, input=f"{src}/**/*.jpg", output=tmp_path / "o2"))
+
+
+def test_output_folder_equal_to_input_is_refused(model_file, photo, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "p.png").write_bytes(photo.read_bytes())
+    before = (src / "p.png").read_bytes()
+    with pytest.raises(ImageError, match="overwrite the photos"):
+        infer(cfg(model=model_file, input=src, output=src))
+    assert (src / "p.png").read_bytes() == before and len(list(src.iterdir())) == 1
+
+
+def test_full_disk_names_the_file_and_leaves_nothing_half_written(model_file, photo, tmp_path,
+                                                                   monkeypatch, caplog):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (src / name).write_bytes(photo.read_bytes())
+    save, calls = Image.Image.save, []
+
+    def second_save_fills_the_disk(self, fp, *args, **kwargs):
+        calls.append(fp)
+        save(self, fp, *args, **kwargs)  # bytes reach the temporary file first
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", second_save_fills_the_disk)
+    written = infer(cfg(model=model_file, input=src, output=tmp_path / "out"))
+    assert sorted(p.name for p in written) == ["a.png", "c.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+    assert "b.png: could not write (No space left on device): free some disk space" in caplog.text
+
+
+def test_contact_sheet_of_photos_and_models(model_file, photo, tmp_path):
+    torch.manual_seed(1)
+    other = TransformerNet(channels=(4, 8, 8), num_residual=1)
+    other_file = save_model(tmp_path / "other.pt", other, {"arch": other.config(),
+                                                          "style": {"name": "u"}})
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "p.png").write_bytes(photo.read_bytes())
+    (src / "q.png").write_bytes(photo.read_bytes())
+    (sheet,) = infer(cfg(model=[str(model_file), str(other_file)], input=src,
+                         output=tmp_path / "sheet.png", grid=True, grid_size=40))
+    grid = load_tensor(sheet)
+    assert grid.shape == (3, 3 * 40 + 4 * 4, 3 * 40 + 4 * 4)  # (style + 2 photos) x (in + 2 models)
+    cells = [grid[:, 48:84, 4 + 44 * c : 44 + 44 * c] for c in range(3)]  # first photo's row
+    assert (cells[1] - cells[2]).abs().mean() > 0.01  # the two models differ
+    with pytest.raises(ValueError, match="grid=true"):
+        infer(cfg(model=[str(model_file), str(other_file)], input=src, output=tmp_path / "x"))

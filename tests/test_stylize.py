@@ -33,7 +33,7 @@ def test_tiles_cover_the_image_on_the_stride_grid(size, tile, overlap):
     tiles = tile_starts(size, tile, overlap)
     assert tiles[0][0] == 0 and tiles[-1][0] + tiles[-1][1] == size
     assert all(s % 4 == 0 for s, _ in tiles)
-    for (s0, n0), (s1, _) in zip(tiles, tiles[1:]):
+    for (s0, n0), (s1, _) in zip(tiles, tiles[1:], strict=False):
         assert s0 + n0 - s1 >= overlap  # neighbours share at least the overlap
     w = sum(torch.zeros(size).index_add_(0, torch.arange(s, s + n), feather(n, overlap, s > 0,
             s + n < size)) for s, n in tiles)
@@ -98,7 +98,8 @@ def test_alpha_is_kept_and_exif_orientation_respected(model_file, tmp_path):
     rgba.save(tmp_path / "a.png")
     out = Stylizer(model_file, device="cpu").stylize_file(tmp_path / "a.png", tmp_path / "o.png")
     with Image.open(out) as img:
-        assert img.mode == "RGBA" and img.getchannel("A").tobytes() == rgba.getchannel("A").tobytes()
+        assert img.mode == "RGBA"
+        assert img.getchannel("A").tobytes() == rgba.getchannel("A").tobytes()
 
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
