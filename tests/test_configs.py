@@ -14,7 +14,7 @@ NEEDS = {"data/folder": ["data.dataset.root=/photos"], "style/custom": ["style.n
 GROUP_OPTIONS = sorted(
     f"{p.parent.name}/{p.stem}"
     for p in CONFIGS.glob("*/*.yaml")
-    if p.parent.name not in ("hydra", "infer")
+    if p.parent.name not in ("hydra", "infer", "optimize")
 )
 
 
