@@ -209,7 +209,8 @@ class RunLog:
             self.writer.close()
 
 
-CURVE_COLOURS = {"total": (0, 0, 0), "content": (31, 119, 180), "style": (214, 39, 40),
+# total is drawn first, wide and grey, so that the style line it usually hugs stays visible.
+CURVE_COLOURS = {"total": (160, 160, 160), "content": (31, 119, 180), "style": (214, 39, 40),
                  "tv": (44, 160, 44)}
 
 
@@ -234,7 +235,7 @@ def loss_curve(history: list[dict[str, float]], size: tuple[int, int] = (640, 40
     for i, name in enumerate(names):
         points = [xy(h["step"], h[name]) for h in history if h.get(name, 0) > 0]
         if len(points) > 1:
-            draw.line(points, fill=CURVE_COLOURS[name], width=2)
+            draw.line(points, fill=CURVE_COLOURS[name], width=6 if name == "total" else 2)
         draw.text((width - right - 90, top + 6 + 14 * i), name, fill=CURVE_COLOURS[name])
     draw.text((4, top), f"1e{hi:.1f}", fill="black")
     draw.text((4, height - bottom - 10), f"1e{lo:.1f}", fill="black")
