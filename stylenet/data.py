@@ -242,9 +242,18 @@ class ResumableSampler(DistributedSampler):
         super().__init__(list(indices), num_replicas=num_replicas, rank=rank, shuffle=True,
                          seed=seed, drop_last=True)
         self.start = 0
+        self.start_epoch = 0
+
+    def resume_at(self, epoch: int, start: int) -> None:
+        """Skip the first `start` samples of `epoch` (only of that epoch: a checkpoint from the
+        end of an epoch is resumed by Lightning at the next one)."""
+        self.set_epoch(epoch)
+        self.start, self.start_epoch = start, epoch
 
     def __iter__(self):
-        start, self.start = self.start, 0  # a resume skips once, later epochs start at 0
+        # a resume skips once, in its own epoch; every later pass starts at 0
+        start = self.start if self.epoch == self.start_epoch else 0
+        self.start = 0
         positions = list(super().__iter__())  # this rank's share of randperm(seed + epoch)
         for pos in positions[start:]:
             index = self.dataset[pos]
@@ -265,7 +274,9 @@ class ResumableLoader(DataLoader):
     def __iter__(self):
         # Counted here, in the main process, as batches are handed to the training loop: worker
         # prefetching runs ahead, but only served batches have been trained on.
-        self._served = getattr(self.sampler, "start", 0) // (self.batch_size or 1)
+        sampler = self.sampler
+        resuming = isinstance(sampler, ResumableSampler) and sampler.epoch == sampler.start_epoch
+        self._served = sampler.start // self.batch_size if resuming else 0
         for batch in super().__iter__():
             self._served += 1
             yield batch
@@ -283,8 +294,7 @@ class ResumableLoader(DataLoader):
             return
         # The saved seed wins over this run's: the order must continue, not change mid-epoch.
         sampler.seed = state["seed"]
-        sampler.set_epoch(state["epoch"])
-        sampler.start = state["batches"] * self.batch_size
+        sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)
         self._served = state["batches"]
         if state.get("bad") and hasattr(self.dataset, "mark_bad"):
             self.dataset.mark_bad(state["bad"])
