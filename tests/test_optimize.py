@@ -191,6 +191,7 @@ def test_multiscale_goes_coarse_to_fine(images, tmp_path):
         level_sizes(64, 80, 3)  # 16x20 is too small for conv5_1
 
 
+@pytest.mark.slow
 def test_cli_writes_output_log_and_nothing_else(images, tmp_path):
     content, style = images
     work = tmp_path / "cwd"
