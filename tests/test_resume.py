@@ -1,0 +1,179 @@
+"""Resume: a run stopped at any step and resumed sees the same batches, crops and losses as a run
+that was never stopped; a kill -9 at random moments loses at most one checkpoint interval."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from badfiles import write_good
+from conftest import ROOT, compose_train
+from pytorch_lightning import Callback
+
+from train import train
+
+TINY = ["model.net.channels=[8,16,32]", "model.net.num_residual=1", "trainer.max_epochs=-1",
+        "trainer.log_every_n_steps=1"]
+
+
+def photo_folder(root: Path) -> Path:
+    """15 files, one of them not an image: the first 11 (sorted) are the training split, which
+    gives 5 batches of 2 per epoch; the last 4 are held out."""
+    folder = root / "photos"
+    write_good(folder, 14, size=(40, 36))
+    (folder / "bad_text.png").write_bytes(b"not pixels")  # sorts into the training split
+    return folder
+
+
+def folder_overrides(folder: Path) -> list[str]:
+    # random crops of a resized photo: the crop positions must survive a resume too
+    return ["data=folder", f"data.dataset.root={folder}", "data.dataset.image_size=24",
+            "data.dataset.resize=32", "data.dataset.random_crop=true", "data.val_size=4",
+            "data.batch_size=2", "data.num_workers=0", "data.num_preview=1", *TINY]
+
+
+class Record(Callback):
+    """Per optimizer step: a fingerprint of the batch and the loss."""
+
+    def __init__(self):
+        self.steps: dict[int, tuple[int, float]] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        images = batch[0].long()
+        weights = torch.arange(1, images[0].numel() + 1).view_as(images[0])
+        fingerprint = int((images * weights).sum())  # changes with the photos, crops and order
+        self.steps[trainer.global_step] = (fingerprint, float(outputs["loss"]))
+
+
+def run(tmp: Path, overrides: list[str]) -> tuple[dict, Record]:
+    record = Record()
+    cfg = compose_train(tmp, ["callbacks=default", "trainer.enable_checkpointing=true",
+                              "callbacks.model_checkpoint.every_n_train_steps=1", *overrides])
+    return train(cfg, extra_callbacks=[record]), record
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_and_at_epoch_end_gives_the_same_batches_and_losses(tmp_path, caplog):
+    folder = photo_folder(tmp_path)
+    common = folder_overrides(folder)
+    full, ref = run(tmp_path / "ref", [*common, "trainer.max_steps=8"])
+    assert sorted(ref.steps) == list(range(1, 9))
+    # 5 batches per epoch: stop mid-epoch (3, the resumed run crosses into the next epoch) and
+    # at the end of an epoch (5, Lightning resumes at the next epoch)
+    for stop in (3, 5):
+        out = tmp_path / f"stop{stop}"
+        first, _ = run(out, [*common, f"trainer.max_steps={stop}"])
+        assert first["global_step"] == stop
+        caplog.clear()
+        resumed, rec = run(out, [*common, "trainer.max_steps=8", "ckpt_path=last"])
+        assert resumed["global_step"] == 8
+        assert sorted(rec.steps) == list(range(stop + 1, 9)), stop
+        if stop == 5:  # a whole epoch was seen before the checkpoint: the bad file is known
+            assert "bad_text.png" not in caplog.text
+        for step, (fingerprint, loss) in rec.steps.items():
+            assert fingerprint == ref.steps[step][0], f"stop {stop}: other batch at step {step}"
+            assert loss == pytest.approx(ref.steps[step][1], rel=1e-5), (stop, step)
+        # the bad file is remembered across the resume: found and counted once in all
+        assert resumed["skipped_files"] == full["skipped_files"] == 1
+
+
+def test_missing_or_unusable_checkpoint_is_a_clear_error(tmp_path, cfg_train):
+    cfg = cfg_train("ckpt_path=last")
+    with pytest.raises(SystemExit, match=r"ckpt_path=last: there is no .*last.ckpt: .*run.dir="):
+        train(cfg)
+    bad = tmp_path / "checkpoints" / "last.ckpt"
+    bad.parent.mkdir()
+    bad.write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(SystemExit, match="not a readable checkpoint"):
+        train(cfg)
+    with pytest.raises(SystemExit, match="no such checkpoint file"):
+        train(cfg_train(f"ckpt_path={tmp_path / 'nope.ckpt'}"))
+
+
+def scalars(run_dir: Path, tag: str) -> list[dict[int, float]]:
+    """One {step: value} per TensorBoard events file, oldest file first (one file per process)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = []
+    for path in sorted(run_dir.glob("tensorboard/events.out.tfevents.*"),
+                       key=lambda p: int(p.name.split(".")[3])):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        out.append({e.step: e.value for e in acc.Scalars(tag)} if tag in acc.Tags()["scalars"]
+                   else {})
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_and_resume_each_time(tmp_path):
+    """A real training process is killed with SIGKILL three times at random moments (sometimes
+    during a checkpoint save) and resumed with ckpt_path=last; the final run must reach the step
+    count and its loss curve must match, step for step, a run that was never killed."""
+    steps, every = 24, 4
+    overrides = [
+        "data=synthetic", "data.dataset.n=24", "data.dataset.image_size=32", "data.val_size=4",
+        "loss.vgg.weights=random", "trainer=cpu", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "trainer.val_check_interval=null",
+        "trainer.limit_val_batches=0", f"trainer.max_steps={steps}", *TINY,
+    ]
+    ref = Record()
+    train(compose_train(tmp_path / "ref", [*overrides, "callbacks=none",
+                                           "trainer.enable_checkpointing=false", "~logger"]),
+          extra_callbacks=[ref])
+
+    run_dir = tmp_path / "run"
+    ckpts = run_dir / "checkpoints"
+    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}",
+           f"callbacks.model_checkpoint.every_n_train_steps={every}"]
+    rng = random.Random(int(os.environ.get("STYLENET_KILL_SEED", "0")) or None)
+    kills, lost = [], []
+    resumed_from = 0
+    for attempt in range(3):
+        args = cmd + (["ckpt_path=last"] if (ckpts / "last.ckpt").exists() else [])
+        proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        # kill at a random step past the last resume (between or during checkpoint saves)
+        target = resumed_from + rng.randint(1, every + 2)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            parts = scalars(run_dir, "train/total")  # one file per process, this one's last
+            if len(parts) == attempt + 1 and max(parts[-1], default=-1) + 1 >= target:
+                break
+            time.sleep(0.2)
+        time.sleep(rng.uniform(0, 0.3))
+        assert proc.poll() is None, f"finished before kill {attempt}: {proc.stderr.read()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        # Lightning logs step k (1-based) as TensorBoard step k-1, after saving its checkpoint
+        reached = max(scalars(run_dir, "train/total")[-1], default=-1) + 1
+        ckpt = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+        resumed_from = ckpt["global_step"]
+        kills.append(reached)
+        lost.append(reached - resumed_from)
+        assert 0 <= reached - resumed_from <= every, (reached, resumed_from)
+        # a kill during a save leaves at most a temp file, never a broken .ckpt
+        for path in ckpts.glob("*.ckpt"):
+            torch.load(path, map_location="cpu", weights_only=True)
+
+    final = subprocess.run(cmd + ["ckpt_path=last"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == steps
+    assert (run_dir / "model.pt").is_file()
+    assert not list(ckpts.glob(".*.tmp"))
+
+    # The curve over all processes: the latest process wins where steps were trained twice.
+    curve: dict[int, float] = {}
+    for part in scalars(run_dir, "train/total"):
+        curve.update(part)
+    assert sorted(curve) == list(range(steps))  # no gap, no step twice
+    for step, value in curve.items():
+        assert value == pytest.approx(ref.steps[step + 1][1], rel=1e-4), step
+    print(f"\nkilled at steps {kills}, steps redone after each resume {lost} "
+          f"(checkpoint every {every})")
