@@ -44,6 +44,7 @@ def test_every_bad_file_is_skipped_once_and_odd_modes_are_used(messy, caplog):
     assert sorted(names[i] for i in ds.bad_indices()) == sorted(bad)
 
 
+@pytest.mark.slow
 def test_training_goes_on_through_bad_files_and_reports_them(messy, cfg_train, caplog):
     folder, bad, _ = messy
     cfg = cfg_train("data=folder", f"data.dataset.root={folder}", "data.dataset.image_size=32",
@@ -143,6 +144,7 @@ class InjectNaN(Callback):
             loss.forward = forward
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_state(tmp_path, cfg_train):
     good_model = save_model(tmp_path / "model.pt", *_tiny_net())  # from an earlier run
     before = good_model.read_bytes()
