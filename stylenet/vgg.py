@@ -21,6 +21,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+CFG = {"vgg16": "D", "vgg19": "E"}  # torchvision's names for the two layouts
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -65,7 +66,9 @@ class VGGFeatures(nn.Module):
         self.input_convention = input_convention
         self.weights_name = weights
         depth = max(names.index(name) for name in layers) + 1
-        full = getattr(torchvision.models, arch)(weights=None).features
+        # Only the convolutional part: building the whole model would also initialise the
+        # 120M-parameter classifier, seconds of work for weights that are never used.
+        full = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs[CFG[arch]])
         # Out-of-place ReLUs so that conv outputs (`conv4_2`) can be tapped before their ReLU.
         self.features = nn.Sequential(
             *[nn.ReLU() if isinstance(m, nn.ReLU) else m for m in list(full)[:depth]]
