@@ -40,7 +40,8 @@ def test_overfit_one_image_halves_the_style_loss(cfg_train, tmp_path):
 
 
 def test_checkpoint_model_file_and_infer_give_identical_output(cfg_train, tmp_path):
-    cfg = cfg_train("callbacks=default", "trainer.max_steps=3", "trainer.max_epochs=-1",
+    cfg = cfg_train("callbacks=default", "trainer.enable_checkpointing=true",
+                    "trainer.max_steps=3", "trainer.max_epochs=-1",
                     "callbacks.model_checkpoint.every_n_train_steps=1",
                     "model.net.channels=[8,16,32]", "model.net.num_residual=2")
     metrics = train(cfg)
