@@ -25,7 +25,9 @@ def rgb_to_ycbcr(image: torch.Tensor) -> torch.Tensor:
 
 def ycbcr_to_rgb(image: torch.Tensor) -> torch.Tensor:
     m = _YCBCR_TO_RGB.to(image.device, image.dtype)
-    return torch.einsum("ij,...jhw->...ihw", m, image - _OFFSET.to(image.device, image.dtype).view(3, 1, 1))
+    return torch.einsum(
+        "ij,...jhw->...ihw", m, image - _OFFSET.to(image.device, image.dtype).view(3, 1, 1)
+    )
 
 
 def preserve_color(photo: torch.Tensor, stylized: torch.Tensor) -> torch.Tensor:

@@ -70,14 +70,22 @@ class PerceptualLoss(nn.Module):
         gram_normalize: str = "chw",
     ):
         super().__init__()
-        style_layers = dict(style_layers or {n: 1.0 for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")})
-        for name, value in [("content_weight", content_weight), ("style_weight", style_weight),
-                            ("tv_weight", tv_weight), *style_layers.items()]:
+        style_layers = dict(
+            style_layers or {n: 1.0 for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")}
+        )
+        for name, value in [
+            ("content_weight", content_weight),
+            ("style_weight", style_weight),
+            ("tv_weight", tv_weight),
+            *style_layers.items(),
+        ]:
             if value < 0:
                 raise ValueError(f"loss weight {name}={value} is negative: weights must be >= 0")
         missing = [n for n in [content_layer, *style_layers] if n not in vgg.layers]
         if missing:
-            raise ValueError(f"loss layers {missing} are not tapped by the VGG (taps: {vgg.layers})")
+            raise ValueError(
+                f"loss layers {missing} are not tapped by the VGG (taps: {vgg.layers})"
+            )
         self.vgg = vgg
         self.content_layer = content_layer
         self.style_layers = style_layers
@@ -120,7 +128,8 @@ class PerceptualLoss(nn.Module):
         feats = self.features(output)
         grams = {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
         terms = {
-            "content": self.content_weight * content_loss(feats[self.content_layer], content[self.content_layer]),
+            "content": self.content_weight
+            * content_loss(feats[self.content_layer], content[self.content_layer]),
             "style": self.style_weight * style_loss(grams, self.style_targets(), self.style_layers),
         }
         terms["tv"] = self.tv_weight * total_variation(output.float())

@@ -50,7 +50,7 @@ class InstanceNorm(nn.InstanceNorm2d):
 
 
 class ResidualBlock(nn.Module):
-    """conv-norm-ReLU-conv-norm with an identity skip (He et al. 2016, as in the paper's supplement)."""
+    """conv-norm-ReLU-conv-norm with an identity skip (He et al. 2016; the paper's supplement)."""
 
     def __init__(self, channels: int):
         super().__init__()

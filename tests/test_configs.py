@@ -3,14 +3,16 @@
 from pathlib import Path
 
 import pytest
+from conftest import CONFIGS, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import CONFIGS, compose_train
-
 # Options that need a value from the user; composing them checks the rest with one given.
-NEEDS = {"data/folder": ["data.dataset.root=/photos"], "style/custom": ["style.name=x", "style.image=x.jpg"]}
+NEEDS = {
+    "data/folder": ["data.dataset.root=/photos"],
+    "style/custom": ["style.name=x", "style.image=x.jpg"],
+}
 GROUP_OPTIONS = sorted(
     f"{p.parent.name}/{p.stem}"
     for p in CONFIGS.glob("*/*.yaml")
@@ -19,7 +21,9 @@ GROUP_OPTIONS = sorted(
 
 
 def test_there_is_something_to_check():
-    assert {"data/coco", "loss/vgg16_offline", "trainer/ddp", "experiment/demo"} <= set(GROUP_OPTIONS)
+    assert {"data/coco", "loss/vgg16_offline", "trainer/ddp", "experiment/demo"} <= set(
+        GROUP_OPTIONS
+    )
 
 
 @pytest.mark.parametrize("option", GROUP_OPTIONS)
@@ -27,7 +31,9 @@ def test_every_group_option_composes_and_resolves(option, tmp_path):
     group, name = option.split("/")
     cfg = compose_train(tmp_path, [f"{group}={name}", *NEEDS.get(option, [])], fast=False)
     resolved = OmegaConf.to_container(
-        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, throw_on_missing=True
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+        resolve=True,
+        throw_on_missing=True,
     )
     assert resolved["style"]["style_weight"] > 0
     assert resolved["loss"]["style_weight"] == resolved["style"]["style_weight"]

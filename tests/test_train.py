@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from stylenet.export import load_model, save_model
 from stylenet.image import load_tensor
 from train import train
@@ -21,10 +21,19 @@ def test_fast_dev_run_on_synthetic_data(cfg_train):
 
 def test_overfit_one_image_halves_the_style_loss(cfg_train, tmp_path):
     cfg = cfg_train(
-        "data.dataset.n=2", "data.dataset.image_size=32", "data.val_size=1", "data.batch_size=1",
-        "data.num_preview=1", "model.net.channels=[8,16,32]", "model.net.num_residual=2",
-        "trainer.overfit_batches=1", "trainer.max_epochs=-1", "trainer.max_steps=30",
-        "trainer.log_every_n_steps=1", "trainer.limit_val_batches=0", "~logger",
+        "data.dataset.n=2",
+        "data.dataset.image_size=32",
+        "data.val_size=1",
+        "data.batch_size=1",
+        "data.num_preview=1",
+        "model.net.channels=[8,16,32]",
+        "model.net.num_residual=2",
+        "trainer.overfit_batches=1",
+        "trainer.max_epochs=-1",
+        "trainer.max_steps=30",
+        "trainer.log_every_n_steps=1",
+        "trainer.limit_val_batches=0",
+        "~logger",
     )
     losses = []
 
@@ -40,10 +49,15 @@ def test_overfit_one_image_halves_the_style_loss(cfg_train, tmp_path):
 
 
 def test_checkpoint_model_file_and_infer_give_identical_output(cfg_train, tmp_path):
-    cfg = cfg_train("callbacks=default", "trainer.enable_checkpointing=true",
-                    "trainer.max_steps=3", "trainer.max_epochs=-1",
-                    "callbacks.model_checkpoint.every_n_train_steps=1",
-                    "model.net.channels=[8,16,32]", "model.net.num_residual=2")
+    cfg = cfg_train(
+        "callbacks=default",
+        "trainer.enable_checkpointing=true",
+        "trainer.max_steps=3",
+        "trainer.max_epochs=-1",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+        "model.net.channels=[8,16,32]",
+        "model.net.num_residual=2",
+    )
     metrics = train(cfg)
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
@@ -67,7 +81,14 @@ def test_checkpoint_model_file_and_infer_give_identical_output(cfg_train, tmp_pa
 
     save_atomic(to_pil(photo), src)
     out = tmp_path / "out.png"
-    cmd = [sys.executable, str(ROOT / "infer.py"), f"model={model_file}", f"input={src}", f"output={out}", "device=cpu"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "infer.py"),
+        f"model={model_file}",
+        f"input={src}",
+        f"output={out}",
+        "device=cpu",
+    ]
     subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True)
     written = load_tensor(out)
     assert written.shape == photo.shape
@@ -93,30 +114,56 @@ def test_non_finite_weights_never_become_a_model_file(tmp_path):
 @pytest.mark.slow
 def test_multirun_sweep_gives_runs_side_by_side(tmp_path):
     cmd = [
-        sys.executable, str(ROOT / "train.py"), "-m", "style.style_weight=1e9,1e10,1e11",
-        "data=synthetic", "loss.vgg.weights=random", "trainer=cpu", "trainer.max_steps=2",
-        "trainer.max_epochs=-1", "trainer.val_check_interval=null", "callbacks=none",
-        "trainer.enable_checkpointing=false", f"paths.log_dir={tmp_path}",
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "style.style_weight=1e9,1e10,1e11",
+        "data=synthetic",
+        "loss.vgg.weights=random",
+        "trainer=cpu",
+        "trainer.max_steps=2",
+        "trainer.max_epochs=-1",
+        "trainer.val_check_interval=null",
+        "callbacks=none",
+        "trainer.enable_checkpointing=false",
+        f"paths.log_dir={tmp_path}",
     ]
     subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True, timeout=600)
     # one folder per run, side by side, named by the run's overrides
-    runs = sorted(p.parent.parent.name for p in tmp_path.glob("train/multiruns/*/*/tensorboard/events.*"))
+    runs = sorted(
+        p.parent.parent.name for p in tmp_path.glob("train/multiruns/*/*/tensorboard/events.*")
+    )
     assert [r.split("_")[0] for r in runs] == ["0", "1", "2"]
-    assert all("style.style_weight=" in r and "paths.log_dir=" + str(tmp_path).replace("/", "_") in r for r in runs)
+    assert all(
+        "style.style_weight=" in r and "paths.log_dir=" + str(tmp_path).replace("/", "_") in r
+        for r in runs
+    )
     hparams = sorted(tmp_path.glob("train/multiruns/*/*/tensorboard/hparams.yaml"))
     assert len(hparams) == 3
-    weights = [float(load_model(m)[1]["config"].split("style_weight: ")[1].split()[0])
-               for m in sorted(tmp_path.glob("train/multiruns/*/*/model.pt"))]
+    weights = [
+        float(load_model(m)[1]["config"].split("style_weight: ")[1].split()[0])
+        for m in sorted(tmp_path.glob("train/multiruns/*/*/model.pt"))
+    ]
     assert weights == [1e9, 1e10, 1e11]
 
 
 @pytest.mark.slow
 def test_ddp_trains_in_two_cpu_processes(tmp_path):
     cmd = [
-        sys.executable, str(ROOT / "train.py"), "trainer=ddp", "trainer.accelerator=cpu",
-        "trainer.devices=2", "trainer.precision=32-true", "data=synthetic", "loss.vgg.weights=random",
-        "trainer.max_steps=3", "trainer.max_epochs=-1", "trainer.val_check_interval=null",
-        "callbacks=none", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}",
+        sys.executable,
+        str(ROOT / "train.py"),
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        "data=synthetic",
+        "loss.vgg.weights=random",
+        "trainer.max_steps=3",
+        "trainer.max_epochs=-1",
+        "trainer.val_check_interval=null",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path}",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -25,7 +25,9 @@ def test_architecture_of_the_paper():
     assert net.conv1.conv.kernel_size == (9, 9) and net.conv_out.conv.kernel_size == (9, 9)
     assert net.conv2.conv.stride == (2, 2) and net.conv3.conv.stride == (2, 2)
     assert len(net.res) == 5
-    assert all(isinstance(m.pad, torch.nn.ReflectionPad2d) for m in [net.conv1, net.conv2, net.up1.conv])
+    assert all(
+        isinstance(m.pad, torch.nn.ReflectionPad2d) for m in [net.conv1, net.conv2, net.up1.conv]
+    )
     assert all(n.affine for n in net.norms())
 
 

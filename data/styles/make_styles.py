@@ -17,8 +17,19 @@ def mosaic(seed: int = 1) -> Image.Image:
     """Stained-glass Voronoi tiles in saturated colours with dark lead lines."""
     rng = np.random.default_rng(seed)
     points = rng.uniform(0, SIZE, (220, 2))
-    palette = np.array([[214, 40, 40], [247, 127, 0], [252, 191, 73], [234, 226, 183],
-                        [0, 48, 73], [42, 157, 143], [38, 70, 83], [120, 40, 140]], float)
+    palette = np.array(
+        [
+            [214, 40, 40],
+            [247, 127, 0],
+            [252, 191, 73],
+            [234, 226, 183],
+            [0, 48, 73],
+            [42, 157, 143],
+            [38, 70, 83],
+            [120, 40, 140],
+        ],
+        float,
+    )
     colours = palette[rng.integers(0, len(palette), len(points))]
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     d = np.sqrt((xx[..., None] - points[:, 0]) ** 2 + (yy[..., None] - points[:, 1]) ** 2)
@@ -38,7 +49,9 @@ def waves(seed: int = 2) -> Image.Image:
     phase = 14 * (x + 0.15 * np.sin(7 * y + 3 * x) + 0.1 * np.sin(13 * x * y + 1.5))
     swirl = np.sin(2 * np.pi * phase) + 0.5 * np.sin(2 * np.pi * 3.1 * (y + 0.2 * np.sin(5 * x)))
     t = (swirl - swirl.min()) / (swirl.max() - swirl.min())
-    stops = np.array([[10, 25, 80], [30, 70, 160], [90, 140, 210], [240, 220, 110], [250, 245, 220]], float)
+    stops = np.array(
+        [[10, 25, 80], [30, 70, 160], [90, 140, 210], [240, 220, 110], [250, 245, 220]], float
+    )
     pos = t * (len(stops) - 1)
     i = np.clip(pos.astype(int), 0, len(stops) - 2)
     f = (pos - i)[..., None]
