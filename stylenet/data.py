@@ -140,10 +140,14 @@ class ImageFolder(Dataset):
         )
 
     def load(
-        self, index: int, random_crop: bool | None = None, generator: torch.Generator | None = None
+        self,
+        index: int,
+        random_crop: bool | None = None,
+        generator: torch.Generator | None = None,
+        size: int | None = None,
     ) -> torch.Tensor:
         """One photo as a (3, S, S) uint8 crop; raises ImageError when it is unusable.
-        random_crop=False gives the whole photo's centre square (for previews)."""
+        random_crop=False gives the whole photo's centre square at `size` (for previews)."""
         path = self.paths[index]
         draft = self.resize if self.draft else None
         img = open_rgb(path, draft_size=draft, max_pixels=self.max_pixels)
@@ -153,7 +157,7 @@ class ImageFolder(Dataset):
                 f"data.dataset.min_size={self.min_size}"
             )
         if random_crop is False:
-            crop = crop_photo(img, self.image_size)
+            crop = crop_photo(img, size or self.image_size)
         else:
             crop = crop_photo(img, self.image_size, self.resize, self.random_crop, generator)
         # Spatial spread per channel: a plain coloured wallpaper has a large std across its three
@@ -218,8 +222,9 @@ class SyntheticImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def load(self, index: int, random_crop: bool | None = None, generator=None) -> torch.Tensor:
-        return self.images[index]
+    def load(self, index: int, random_crop=None, generator=None, size=None) -> torch.Tensor:
+        image = self.images[index]
+        return image if size is None else TF.resize(image, [size, size], antialias=True)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         return self.images[_split_key(key)[0]], 0
@@ -302,7 +307,8 @@ class ResumableLoader(DataLoader):
 
 class StyleDataModule(pl.LightningDataModule):
     """Splits off the last `val_size` photos for validation; the first `num_preview` of those are
-    the fixed preview photos logged to TensorBoard."""
+    the fixed preview photos logged to TensorBoard (at `preview_size`: the net is fully
+    convolutional, so previews can be larger than the training crops)."""
 
     def __init__(
         self,
@@ -314,6 +320,7 @@ class StyleDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         seed: int | None = None,
+        preview_size: int | None = None,
     ):
         super().__init__()
         if len(dataset) <= val_size:
@@ -326,6 +333,7 @@ class StyleDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.val_size = val_size
         self.num_preview = min(num_preview, val_size)
+        self.preview_size = preview_size  # None: the training crop size
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         # None: the seed train() gave seed_everything (torch's initial seed); saved in checkpoints.
@@ -346,7 +354,7 @@ class StyleDataModule(pl.LightningDataModule):
             if len(images) == self.num_preview:
                 break
             try:
-                images.append(self.dataset.load(i, random_crop=False))
+                images.append(self.dataset.load(i, random_crop=False, size=self.preview_size))
             except Exception as e:  # noqa: BLE001 - as in ImageFolder.__getitem__
                 log.warning("preview photo passed over: %s", e)
         return torch.stack(images)

@@ -99,3 +99,15 @@ def test_datamodule_splits_and_previews_are_fixed():
     assert skipped.tolist() == [0, 0]
     with pytest.raises(ValueError, match="val_size"):
         StyleDataModule(ds, val_size=10)
+
+
+def test_previews_can_be_larger_than_training_crops(tmp_path):
+    for i in range(4):
+        _photo((90, 70), seed=i).save(tmp_path / f"{i}.png")
+    ds = ImageFolder(root=str(tmp_path), image_size=32, resize=64, random_crop=True)
+    dm = StyleDataModule(ds, batch_size=1, val_size=2, num_preview=2, preview_size=48)
+    previews = dm.preview_images()
+    assert previews.shape == (2, 3, 48, 48)
+    # the whole photo's centre square, not a random crop of it
+    assert torch.equal(previews[0], ds.load(2, random_crop=False, size=48))
+    assert torch.equal(previews, dm.preview_images())
