@@ -83,7 +83,9 @@ def check_loss_layers(loss: DictConfig) -> None:
                 f"{key}: unknown VGG layer {name!r}: use one of {close or known[:6]} (names like "
                 "relu3_3: block 3, layer 3)"
             )
-    for key, name in named[len(taps):]:
+    for key, name in named[len(taps) :]:
+        if key == "loss.style_layers" and style_layers[name] == 0:
+            continue  # weight 0 switches the layer off: it need not be tapped
         if taps and name not in taps:
             raise SystemExit(f"{key}={name} is not tapped: add it to loss.vgg.layers ({taps})")
     for name, weight in style_layers.items():

@@ -54,7 +54,7 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 class PerceptualLoss(nn.Module):
     """Content + style + total variation losses against a frozen VGG.
 
-    style_layers maps layer name -> weight; the style targets (Gram matrices of the style image)
+    style_layers maps layer name -> weight (0 switches a layer off); the style targets (Gram matrices of the style image)
     are buffers set once by set_style() and saved with the module.
     """
 
@@ -81,6 +81,8 @@ class PerceptualLoss(nn.Module):
         ]:
             if value < 0:
                 raise ValueError(f"loss weight {name}={value} is negative: weights must be >= 0")
+        # A layer weighted 0 is switched off: it need not be tapped (a config can drop a layer).
+        style_layers = {name: w for name, w in style_layers.items() if w != 0}
         missing = [n for n in [content_layer, *style_layers] if n not in vgg.layers]
         if missing:
             raise ValueError(

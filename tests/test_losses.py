@@ -59,3 +59,12 @@ def test_negative_weight_and_unknown_layer_are_refused():
         make_loss(style_weight=-1.0)
     with pytest.raises(ValueError, match="relu5_3"):
         make_loss(content_layer="relu5_3")
+
+
+def test_zero_weight_switches_a_style_layer_off():
+    vgg = VGGFeatures(["relu1_2", "relu2_2"], weights="random")
+    loss = PerceptualLoss(vgg, style_layers={"relu1_2": 1.0, "relu2_2": 0.5, "relu4_3": 0.0})
+    assert loss.style_layers == {"relu1_2": 1.0, "relu2_2": 0.5}
+    photo = torch.rand(1, 3, 16, 16)
+    loss.set_style(photo)
+    assert set(loss.style_targets()) == {"relu1_2", "relu2_2"}
