@@ -107,6 +107,9 @@ class ImageFolder(Dataset):
         self.where = str(base / root) if root is not None and not files else "data.files"
         # Shared memory: loader workers (forked or spawned) see each other's findings.
         self.bad = torch.zeros(len(self.paths), dtype=torch.bool).share_memory_()
+        # Two workers can fail on the same file at once; the flag is claimed under this lock so
+        # that exactly one of them warns and counts it.
+        self._bad_lock = torch.multiprocessing.get_context().Lock()
         self._check_photos()
 
     def __len__(self) -> int:
@@ -186,8 +189,10 @@ class ImageFolder(Dataset):
             # Not only ImageError: decoders run third-party C code on files nobody checked, and
             # one odd photo must not end a run of hours. A bug shows as every photo skipped.
             except Exception as e:  # noqa: BLE001
-                if not self.bad[i]:  # another worker may have flagged it meanwhile
+                with self._bad_lock:
+                    first = not self.bad[i]  # another worker may have flagged it meanwhile
                     self.bad[i] = True
+                if first:
                     skipped += 1
                     log.warning("skipping training photo: %s", self._describe(i, e))
         raise RuntimeError(

@@ -54,8 +54,8 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 class PerceptualLoss(nn.Module):
     """Content + style + total variation losses against a frozen VGG.
 
-    style_layers maps layer name -> weight (0 switches a layer off); the style targets (Gram matrices of the style image)
-    are buffers set once by set_style() and saved with the module.
+    style_layers maps layer name -> weight (0 switches a layer off); the style targets (Gram
+    matrices of the style image) are buffers set once by set_style() and saved with the module.
     """
 
     def __init__(

@@ -137,8 +137,9 @@ def test_kill_9_at_random_moments_and_resume_each_time(tmp_path):
         args = cmd + (["ckpt_path=last"] if (ckpts / "last.ckpt").exists() else [])
         proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        # kill at a random step past the last resume (between or during checkpoint saves)
-        target = resumed_from + rng.randint(1, every + 2)
+        # kill at a random step past the last resume (between or during checkpoint saves), and
+        # not before the first checkpoint: before it there is nothing to resume from
+        target = max(resumed_from + rng.randint(1, every + 2), every + 1)
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
             parts = scalars(run_dir, "train/total")  # one file per process, this one's last
@@ -152,8 +153,11 @@ def test_kill_9_at_random_moments_and_resume_each_time(tmp_path):
         proc.stderr.close()
         # Lightning logs step k (1-based) as TensorBoard step k-1, after saving its checkpoint
         reached = max(scalars(run_dir, "train/total")[-1], default=-1) + 1
-        ckpt = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
-        resumed_from = ckpt["global_step"]
+        if (ckpts / "last.ckpt").exists():
+            ckpt = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+            resumed_from = ckpt["global_step"]
+        else:  # killed before the first save completed: the next run starts from step 0
+            resumed_from = 0
         kills.append(reached)
         lost.append(reached - resumed_from)
         assert 0 <= reached - resumed_from <= every, (reached, resumed_from)
