@@ -21,7 +21,15 @@ from torchvision.utils import make_grid
 
 from stylenet.export import ModelFileError
 from stylenet.image import IMAGE_EXTENSIONS, ImageError, list_images
-from stylenet.stylize import OUTPUT_EXTENSIONS, Photo, Stylizer, read_photo, write_photo
+from stylenet.stylize import (
+    OUTPUT_EXTENSIONS,
+    Photo,
+    Stylizer,
+    check_output,
+    check_overwrite,
+    read_photo,
+    write_photo,
+)
 from stylenet.video import is_video, stylize_video
 
 log = logging.getLogger("stylenet.infer")
@@ -133,9 +141,7 @@ def video(cfg: DictConfig, model: str) -> Path:
     src, dst = Path(cfg.input), Path(cfg.output)
     if not src.is_file():
         raise ImageError(f"{src}: input not found: check input=...")
-    if dst.exists() and not cfg.overwrite:
-        what = "would overwrite the input" if dst.resolve() == src.resolve() else "exists"
-        raise ImageError(f"{dst}: {what}: choose another output or set overwrite=true")
+    check_overwrite(dst, cfg.overwrite, src)
     if dst.exists() and dst.resolve() == src.resolve():
         # The input is still being read while the output is written.
         raise ImageError(f"{dst}: a video cannot be stylized in place: choose another output")
@@ -146,9 +152,8 @@ def video(cfg: DictConfig, model: str) -> Path:
 def contact_sheet(cfg: DictConfig, models: list[str]) -> Path:
     """One image: a header row with each model's style image, then per photo the photo and
     each model's output, all letterboxed into square cells."""
-    dst = Path(cfg.output)
-    if dst.exists() and not cfg.overwrite:
-        raise ImageError(f"{dst}: exists: choose another output or set overwrite=true")
+    dst = check_output(cfg.output)
+    check_overwrite(dst, cfg.overwrite)
     _, files = find_inputs(str(cfg.input))
     size = int(cfg.grid_size)
     photos = []
@@ -168,13 +173,7 @@ def contact_sheet(cfg: DictConfig, models: list[str]) -> Path:
     # make_grid fills row by row: interleave the columns.
     cells = [col[r] for r in range(len(photos) + 1) for col in columns]
     sheet = make_grid(cells, nrow=len(columns), padding=4, pad_value=1.0)
-    return write_photo(Photo(sheet), check_output_suffix(dst), cfg.quality)
-
-
-def check_output_suffix(dst: Path) -> Path:
-    if dst.suffix.lower() not in OUTPUT_EXTENSIONS:
-        raise ImageError(f"output={dst}: a contact sheet is an image: use .jpg, .png or .webp")
-    return dst
+    return write_photo(Photo(sheet), dst, cfg.quality)
 
 
 def cell(rgb: torch.Tensor | None, size: int, label: str = "") -> torch.Tensor:

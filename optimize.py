@@ -27,7 +27,7 @@ from stylenet.color import blend, preserve_color  # noqa: E402
 from stylenet.image import ImageError, load_tensor, save_atomic, to_pil  # noqa: E402
 from stylenet.losses import PerceptualLoss  # noqa: E402
 from stylenet.optimize import RunLog, optimize_image  # noqa: E402
-from stylenet.stylize import pick_device  # noqa: E402
+from stylenet.stylize import check_overwrite, pick_device  # noqa: E402
 
 log = logging.getLogger("stylenet.optimize")
 
@@ -41,8 +41,7 @@ def check_config(cfg: DictConfig) -> Path:
     out = Path(cfg.output)
     if out.suffix.lower() not in Image.registered_extensions():
         raise ImageError(f"output={out}: unknown image extension: use .jpg, .png or .webp")
-    if out.exists() and not cfg.overwrite:
-        raise ImageError(f"output={out} exists: choose another output or set overwrite=true")
+    check_overwrite(out, cfg.overwrite, Path(cfg.content))
     if not 0.0 <= cfg.strength <= 1.0:
         raise ValueError(f"strength={cfg.strength}: use a value from 0 (photo) to 1 (full style)")
     for key in ("size", "style_size"):

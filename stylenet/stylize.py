@@ -144,6 +144,14 @@ def check_output(path: str | Path) -> Path:
     return path
 
 
+def check_overwrite(dst: Path, overwrite: bool, src: Path | None = None) -> None:
+    """Refuse to replace an existing file unless asked, saying so when it is the input itself."""
+    if dst.exists() and not overwrite:
+        same = src is not None and dst.resolve() == Path(src).resolve()
+        what = "would overwrite the input" if same else "exists"
+        raise ImageError(f"output={dst}: {what}: choose another output or set overwrite=true")
+
+
 def write_photo(photo: Photo, path: str | Path, quality: int = 95) -> Path:
     """Save atomically; alpha, EXIF and colour profile are kept where the format holds them.
     A failed write (full disk, no permission) leaves nothing behind and names the file."""
@@ -394,11 +402,7 @@ class Stylizer:
         self, src: str | Path, dst: str | Path, overwrite: bool = False, quality: int = 95
     ) -> Path:
         src, dst = Path(src), check_output(dst)
-        if dst.exists() and not overwrite:
-            if dst.resolve() == src.resolve():
-                raise ImageError(f"{dst}: output would overwrite the input: choose another "
-                                 "output or set overwrite=true")
-            raise ImageError(f"{dst}: exists: choose another output or set overwrite=true")
+        check_overwrite(dst, overwrite, src)
         photo = read_photo(src, self.max_size)
         photo.rgb = self(photo.rgb)
         return write_photo(photo, dst, quality)
