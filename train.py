@@ -28,6 +28,7 @@ from hydra.errors import InstantiationException  # noqa: E402
 from stylenet.checkpoint import FiniteGuard, NonFiniteLossError, SkippedFilesCount  # noqa: E402
 from stylenet.export import save_model  # noqa: E402
 from stylenet.image import ImageError, open_rgb, save_atomic, to_pil  # noqa: E402
+from stylenet.transformer import LEGACY_PIXEL_SCALE  # noqa: E402
 from stylenet.vgg import layer_names  # noqa: E402
 
 log = logging.getLogger("stylenet.train")
@@ -129,8 +130,10 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
             "pass a .ckpt from a run's checkpoints/ folder"
         )
     arch = (state.get("stylenet") or {}).get("arch") or {}
+    # Checkpoints from before the pixel scale was stored were trained at 0..1.
+    arch.setdefault("pixel_scale", LEGACY_PIXEL_SCALE)
     net = OmegaConf.to_container(cfg.model.get("net") or DictConfig({}), resolve=True)
-    for key in ("channels", "num_residual"):
+    for key in ("channels", "num_residual", "pixel_scale"):
         want = net.get(key)
         if key in arch and want is not None and arch[key] != want:
             raise SystemExit(

@@ -235,6 +235,22 @@ class SyntheticImages(Dataset):
         return self.images[_split_key(key)[0]], 0
 
 
+class TensorImages(SyntheticImages):
+    """Photos already cut to crops, saved as one uint8 tensor (N, 3, S, S) with torch.save: no
+    decoding while training, and the same pixels for every run that reads the file (the quality
+    benchmark hands the same crops to stylenet and to the reference loop this way)."""
+
+    def __init__(self, path: str):
+        try:
+            images = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"data.dataset.path={path}: no such file") from None
+        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+                and images.dim() == 4 and images.shape[1] == 3):
+            raise ValueError(f"data.dataset.path={path}: expected a uint8 (N, 3, H, W) tensor")
+        self.images = images
+
+
 class ResumableSampler(DistributedSampler):
     """Training order: `indices` shuffled by (seed, epoch), sharded over DDP ranks, each index
     paired with a crop seed drawn from (seed, epoch, index) so random crops do not depend on
@@ -243,13 +259,13 @@ class ResumableSampler(DistributedSampler):
     wrapping it in its own, which would reshuffle and ignore `start`."""
 
     def __init__(self, indices: list[int], seed: int, num_replicas: int | None = None,
-                 rank: int | None = None):
+                 rank: int | None = None, shuffle: bool = True):
         if num_replicas is None or rank is None:
             dist = torch.distributed
             on = dist.is_available() and dist.is_initialized()
             num_replicas = dist.get_world_size() if on else 1
             rank = dist.get_rank() if on else 0
-        super().__init__(list(indices), num_replicas=num_replicas, rank=rank, shuffle=True,
+        super().__init__(list(indices), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                          seed=seed, drop_last=True)
         self.start = 0
         self.start_epoch = 0
@@ -326,6 +342,7 @@ class StyleDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         seed: int | None = None,
         preview_size: int | None = None,
+        shuffle: bool = True,
     ):
         super().__init__()
         if len(dataset) <= val_size:
@@ -339,6 +356,7 @@ class StyleDataModule(pl.LightningDataModule):
         self.val_size = val_size
         self.num_preview = min(num_preview, val_size)
         self.preview_size = preview_size  # None: the training crop size
+        self.shuffle = shuffle  # False: the photos in the order of the dataset
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         # None: the seed train() gave seed_everything (torch's initial seed); saved in checkpoints.
@@ -373,7 +391,7 @@ class StyleDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        sampler = ResumableSampler(self.train_set.indices, seed=self.seed)
+        sampler = ResumableSampler(self.train_set.indices, seed=self.seed, shuffle=self.shuffle)
         # drop_last: constant batch shape in training (the sampler drops the DDP remainder).
         return ResumableLoader(
             self.dataset, sampler=sampler, drop_last=True, **self._loader_kwargs()

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from stylenet.image import atomic_write
-from stylenet.transformer import TransformerNet
+from stylenet.transformer import LEGACY_PIXEL_SCALE, TransformerNet
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ def load_model(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
     arch = meta.get("arch", {})
     try:
         net = TransformerNet(channels=tuple(arch.get("channels", (32, 64, 128))),
-                             num_residual=int(arch.get("num_residual", 5)))
+                             num_residual=int(arch.get("num_residual", 5)),
+                             pixel_scale=float(arch.get("pixel_scale", LEGACY_PIXEL_SCALE)))
         net.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200]

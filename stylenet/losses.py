@@ -16,8 +16,10 @@ def gram_matrix(features: torch.Tensor, normalize: str = "chw") -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C) Gram matrices, computed in fp32 (bf16 sums of H*W products lose
     too much precision). normalize: 'chw' divides by C*H*W (Johnson et al.), 'hw' by H*W."""
     b, c, h, w = features.shape
-    f = features.float().reshape(b, c, h * w)
-    gram = torch.bmm(f, f.transpose(1, 2))
+    # Autocast would run bmm in bf16/fp16 again despite the .float(): switch it off here.
+    with torch.autocast(features.device.type, enabled=False):
+        f = features.float().reshape(b, c, h * w)
+        gram = torch.bmm(f, f.transpose(1, 2))
     if normalize == "chw":
         return gram / (c * h * w)
     if normalize == "hw":

@@ -1,7 +1,8 @@
 """The image transformation network of Johnson et al. 2016, with instance norm.
 
 Reads top to bottom: building blocks first, then the net. Input and output are RGB images in
-the same value range (0..1 floats); any height and width work.
+0..1 floats; any height and width work. Inside, the net works on pixels in 0..PIXEL_SCALE, as the
+reference does: see TransformerNet.
 """
 
 from __future__ import annotations
@@ -76,18 +77,36 @@ class UpsampleConv(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
+# The reference network reads and writes pixels in 0..255. With no output activation, the last
+# conv's Adam steps (lr 1e-3) are a fixed size in the net's output units: at 0..255 they are 255x
+# smaller relative to the image than at 0..1, and at initialisation the output is near-black
+# noise instead of noise with std ~0.34 around zero. Trained at 0..1, the net learns colour blobs
+# and loses the photo's subject (benchmarks/NOTES.md, "Pixel scale"). So the net multiplies its
+# 0..1 input by this and divides its output by it.
+PIXEL_SCALE = 255.0
+# Model files written before the pixel scale was part of the architecture were trained at 0..1.
+LEGACY_PIXEL_SCALE = 1.0
+
+
 class TransformerNet(nn.Module):
     """9x9 conv -> two stride-2 convs -> residual blocks -> two upsample convs -> 9x9 conv.
 
     `channels` are the widths of the three encoder stages (32, 64, 128 in the paper); a smaller
     net for fast CPU inference is a config change: e.g. channels=[16, 32, 64], num_residual=3.
+    `pixel_scale`: the pixel range the layers work in (see PIXEL_SCALE); part of the architecture.
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (32, 64, 128), num_residual: int = 5):
+    def __init__(
+        self,
+        channels: tuple[int, int, int] = (32, 64, 128),
+        num_residual: int = 5,
+        pixel_scale: float = PIXEL_SCALE,
+    ):
         super().__init__()
         c1, c2, c3 = channels
         self.channels = (c1, c2, c3)
         self.num_residual = num_residual
+        self.pixel_scale = float(pixel_scale)
         # Encoder: (B, 3, H, W) -> (B, c3, H/4, W/4)
         self.conv1 = ConvLayer(3, c1, 9)
         self.in1 = InstanceNorm(c1)
@@ -116,7 +135,8 @@ class TransformerNet(nn.Module):
 
     def config(self) -> dict:
         """The architecture settings a model file needs to rebuild this net."""
-        return {"channels": list(self.channels), "num_residual": self.num_residual}
+        return {"channels": list(self.channels), "num_residual": self.num_residual,
+                "pixel_scale": self.pixel_scale}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -124,6 +144,7 @@ class TransformerNet(nn.Module):
         pad_h, pad_w = -h % 4, -w % 4
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        x = x * self.pixel_scale  # (B, 3, H, W) in 0..pixel_scale
         y = F.relu(self.in1(self.conv1(x)))  # (B, c1, H, W)
         y = F.relu(self.in2(self.conv2(y)))  # (B, c2, H/2, W/2)
         y = F.relu(self.in3(self.conv3(y)))  # (B, c3, H/4, W/4)
@@ -131,7 +152,7 @@ class TransformerNet(nn.Module):
         y = F.relu(self.in4(self.up1(y)))  # (B, c2, H/2, W/2)
         y = F.relu(self.in5(self.up2(y)))  # (B, c1, H, W)
         y = self.conv_out(y)  # (B, 3, H, W); no output activation, as in the reference
-        return y[..., :h, :w]
+        return y[..., :h, :w] / self.pixel_scale
 
     def norms(self) -> list[InstanceNorm]:
         """The instance norms in the order forward() runs them (for whole-image statistics)."""

