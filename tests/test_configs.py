@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 # Options that need a value from the user; composing them checks the rest with one given.
 NEEDS = {
     "data/folder": ["data.dataset.root=/photos"],
+    "data/tensor": ["data.dataset.path=crops.pt"],
     "style/custom": ["style.name=x", "style.image=x.jpg"],
 }
 GROUP_OPTIONS = sorted(

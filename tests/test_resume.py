@@ -93,6 +93,12 @@ def test_missing_or_unusable_checkpoint_is_a_clear_error(tmp_path, cfg_train):
         train(cfg)
     with pytest.raises(SystemExit, match="no such checkpoint file"):
         train(cfg_train(f"ckpt_path={tmp_path / 'nope.ckpt'}"))
+    # from before the pixel scale was stored: trained at 0..1, refused with the reason
+    old = tmp_path / "old.ckpt"
+    torch.save({"loops": {}, "state_dict": {},
+                "stylenet": {"arch": {"channels": [32, 64, 128], "num_residual": 5}}}, old)
+    with pytest.raises(SystemExit, match=r"model.net.pixel_scale=1.0, this run has 255.0"):
+        train(cfg_train(f"ckpt_path={old}"))
 
 
 def scalars(run_dir: Path, tag: str) -> list[dict[int, float]]:

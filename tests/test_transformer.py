@@ -15,7 +15,7 @@ def test_widths_and_depth_come_from_config():
     net = TransformerNet(channels=(16, 32, 64), num_residual=3)
     assert len(net.res) == 3
     assert net.conv1.conv.out_channels == 16 and net.conv3.conv.out_channels == 64
-    assert net.config() == {"channels": [16, 32, 64], "num_residual": 3}
+    assert net.config() == {"channels": [16, 32, 64], "num_residual": 3, "pixel_scale": 255.0}
     full = TransformerNet()
     assert sum(p.numel() for p in full.parameters()) > 4 * sum(p.numel() for p in net.parameters())
 
@@ -42,3 +42,22 @@ def test_given_norm_statistics_reproduce_own_statistics():
     for n in norms:
         n.stats, n.record = n.record[0], None
     assert torch.allclose(net(x), plain, atol=1e-5)
+
+
+def test_model_files_from_before_the_pixel_scale_still_stylize_as_they_did(tmp_path):
+    """Files written when the net worked on 0..1 pixels have no pixel_scale in their arch: they
+    load at scale 1 and give the output they gave then."""
+    from stylenet.export import load_model, save_model
+
+    torch.manual_seed(0)
+    old = TransformerNet(channels=(8, 16, 32), num_residual=1, pixel_scale=1.0).eval()
+    arch = {"channels": [8, 16, 32], "num_residual": 1}  # as such files store it
+    path = save_model(tmp_path / "old.pt", old, {"arch": arch})
+    net, meta = load_model(path)
+    assert net.pixel_scale == 1.0
+    x = torch.rand(1, 3, 20, 24)
+    torch.testing.assert_close(net(x), old(x))
+    # the same weights at 0..255 compute something else: the scale must not be lost
+    now = TransformerNet(channels=(8, 16, 32), num_residual=1).eval()
+    now.load_state_dict(old.state_dict())
+    assert (now(x) - old(x)).abs().max() > 1e-3
