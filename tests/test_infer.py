@@ -7,20 +7,18 @@ import pytest
 import torch
 from conftest import ROOT
 from hydra import compose, initialize_config_dir
+from models import save_tiny_model
 from omegaconf import open_dict
 from PIL import Image
 
 from infer import infer
-from stylenet.export import ModelFileError, load_model, save_model
+from stylenet.export import ModelFileError, load_model
 from stylenet.image import ImageError, load_tensor
-from stylenet.transformer import TransformerNet
 
 
 @pytest.fixture
 def model_file(tmp_path):
-    torch.manual_seed(0)
-    net = TransformerNet(channels=(4, 8, 8), num_residual=1)
-    return save_model(tmp_path / "model.pt", net, {"arch": net.config(), "style": {"name": "t"}})
+    return save_tiny_model(tmp_path / "model.pt")
 
 
 def cfg(**kw):
@@ -143,10 +141,7 @@ def test_full_disk_names_the_file_and_leaves_nothing_half_written(model_file, ph
 
 
 def test_contact_sheet_of_photos_and_models(model_file, photo, tmp_path):
-    torch.manual_seed(1)
-    other = TransformerNet(channels=(4, 8, 8), num_residual=1)
-    other_file = save_model(tmp_path / "other.pt", other, {"arch": other.config(),
-                                                          "style": {"name": "u"}})
+    other_file = save_tiny_model(tmp_path / "other.pt", seed=1, style="u")
     src = tmp_path / "in"
     src.mkdir()
     (src / "p.png").write_bytes(photo.read_bytes())

@@ -2,20 +2,17 @@ import logging
 
 import pytest
 import torch
+from models import save_tiny_model
 from PIL import Image
 
 from stylenet.color import rgb_to_ycbcr
-from stylenet.export import save_model
 from stylenet.image import load_tensor
 from stylenet.stylize import Stylizer, feather, read_photo, tile_starts
-from stylenet.transformer import TransformerNet
 
 
 @pytest.fixture
 def model_file(tmp_path):
-    torch.manual_seed(0)
-    net = TransformerNet(channels=(4, 8, 8), num_residual=1)
-    return save_model(tmp_path / "model.pt", net, {"arch": net.config(), "style": {"name": "t"}})
+    return save_tiny_model(tmp_path / "model.pt")
 
 
 def smooth_image(h, w, seed=0):

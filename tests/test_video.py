@@ -1,21 +1,17 @@
 import numpy as np
 import pytest
-import torch
+from models import save_tiny_model
 from test_infer import cfg
 
 from infer import infer
-from stylenet.export import save_model
 from stylenet.image import ImageError
-from stylenet.transformer import TransformerNet
 
 av = pytest.importorskip("av")
 
 
 @pytest.fixture
 def model_file(tmp_path):
-    torch.manual_seed(0)
-    net = TransformerNet(channels=(4, 8, 8), num_residual=1)
-    return save_model(tmp_path / "model.pt", net, {"arch": net.config(), "style": {"name": "t"}})
+    return save_tiny_model(tmp_path / "model.pt")
 
 
 def make_video(path, frames=3, size=(48, 32), audio=True):
