@@ -29,6 +29,9 @@ OUTPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 ALPHA_EXTENSIONS = (".png", ".webp")  # JPEG has no alpha channel
 DEFAULT_TILE = 1024  # tile side chosen when an image does not fit and no tile= was given
 MIN_TILE = 128  # below this, halving on out-of-memory stops and the error is reported
+# CUDA kernels (reflection pad, nearest upsample, cuDNN convs) index tensors with 32-bit ints and
+# refuse larger ones ("input tensor must fit into 32-bit index math"), whatever the free memory.
+INDEX_LIMIT = 2**31 - 1
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -51,6 +54,36 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision not in DTYPES:
         raise ValueError(f"precision={precision!r}: use auto or one of {sorted(DTYPES)}")
     return DTYPES[precision]
+
+
+def activation_sizes(net, h: int, w: int) -> dict[str, int]:
+    """Elements of every tensor an untiled forward of one (3, h, w) image makes, by layer, from
+    the net's widths and paddings. For the paper's widths the largest is the up2 input after
+    reflection padding, 64 x (H+2) x (W+2), which passes INDEX_LIMIT near 5,800 px."""
+    c1, c2, c3 = net.channels
+    h, w = -(-h // 4) * 4, -(-w // 4) * 4  # forward() pads to multiples of 4 first
+
+    def padded(layer, c: int, hh: int, ww: int) -> int:  # (c, hh, ww) after the layer's pad
+        p = layer.conv.kernel_size[0] // 2
+        return c * (hh + 2 * p) * (ww + 2 * p)
+
+    h2, w2, h4, w4 = h // 2, w // 2, h // 4, w // 4
+    return {
+        "input": 3 * h * w,
+        "conv1.pad": padded(net.conv1, 3, h, w), "conv1": c1 * h * w,
+        "conv2.pad": padded(net.conv2, c1, h, w), "conv2": c2 * h2 * w2,
+        "conv3.pad": padded(net.conv3, c2, h2, w2), "conv3": c3 * h4 * w4,
+        "res.pad": max([padded(r.conv1, c3, h4, w4) for r in net.res], default=0),
+        "up1.upsample": c3 * h2 * w2, "up1.pad": padded(net.up1.conv, c3, h2, w2),
+        "up1": c2 * h2 * w2,
+        "up2.upsample": c2 * h * w, "up2.pad": padded(net.up2.conv, c2, h, w), "up2": c1 * h * w,
+        "conv_out.pad": padded(net.conv_out, c1, h, w), "conv_out": 3 * h * w,
+    }
+
+
+def largest_activation(net, h: int, w: int) -> int:
+    """Elements of the largest tensor of an untiled forward of one (3, h, w) image."""
+    return max(activation_sizes(net, h, w).values())
 
 
 def is_oom(e: BaseException) -> bool:
@@ -260,7 +293,9 @@ class Stylizer:
         try:
             for norm in norms:
                 # sum, sum of squares per channel, and the pixel count
-                acc = [torch.zeros(2, norm.num_features, dtype=torch.float64), 0]
+                # on the device: the features are measured where the net runs
+                acc = [torch.zeros(2, norm.num_features, dtype=torch.float64,
+                                   device=self.device), 0]
                 for box in spans:
                     handle = norm.register_forward_pre_hook(
                         lambda m, a, box=box, acc=acc: self._measure(a[0], box, acc))
@@ -322,21 +357,23 @@ class Stylizer:
         weight = torch.zeros(1, 1, h, w)
         overlap = min(self.overlap, tile // 2 // 4 * 4)  # small tiles after repeated OOM
         ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+        boxes = [(y, th, x0, tw) for y, th in ys for x0, tw in xs]
+        # Same-sized tiles go through the net together, batch_size (or fewer) at a time.
+        groups: dict[tuple[int, int], list] = {}
+        for box in boxes:
+            groups.setdefault((box[1], box[3]), []).append(box)
+        per_pass = {size: self._tiles_per_pass(*size) for size in groups}
         if self.stats == "exact":
             stats = self.exact_stats(x, ys, xs)
         else:
             stats = self.whole_image_stats(x)
-        boxes = [(y, th, x0, tw) for y, th in ys for x0, tw in xs]
-        # Same-sized tiles go through the net together, batch_size at a time.
-        groups: dict[tuple[int, int], list] = {}
-        for box in boxes:
-            groups.setdefault((box[1], box[3]), []).append(box)
         try:
             for n, (mean, var) in zip(norms, stats, strict=True):
                 n.stats = (mean.to(self.device), var.to(self.device))
-            for group in groups.values():
-                for i in range(0, len(group), self.batch_size):
-                    chunk = group[i : i + self.batch_size]
+            for size, group in groups.items():
+                per = per_pass[size]
+                for i in range(0, len(group), per):
+                    chunk = group[i : i + per]
                     crops = torch.cat([x[..., y : y + th, x0 : x0 + tw] for y, th, x0, tw in chunk])
                     for (y, th, x0, tw), styled in zip(chunk, self._net(crops), strict=True):
                         wy = feather(th, overlap, y > 0, y + th < h)
@@ -349,10 +386,26 @@ class Stylizer:
                 n.stats = None
         return out / weight
 
+    def _tiles_per_pass(self, th: int, tw: int) -> int:
+        """batch_size, or fewer where a batch of th x tw tiles would pass INDEX_LIMIT."""
+        largest = largest_activation(self.net, th, tw)
+        if largest > INDEX_LIMIT:
+            raise ValueError(f"tile={self.tile}: a {tw}x{th} tile makes tensors over the 2^31 "
+                             "index limit of GPU kernels: use a smaller tile (or null)")
+        return max(1, min(self.batch_size, INDEX_LIMIT // largest))
+
     def _stylize(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> stylized; tiles when asked, when it would not fit, or on OOM."""
         b, _, h, w = x.shape
         tile = self.tile
+        largest = largest_activation(self.net, h, w)
+        if tile is None and largest > INDEX_LIMIT:
+            tile = DEFAULT_TILE
+            log.info("%dx%d untiled would make a tensor of %d elements, over the 2^31 index "
+                     "limit of GPU kernels: tiling at %d px", w, h, largest, tile)
+        elif tile is None and b * largest > INDEX_LIMIT:  # each image fits, the batch not
+            per = INDEX_LIMIT // largest
+            return torch.cat([self._stylize(x[i : i + per]) for i in range(0, b, per)])
         if tile is None and not self._fits(h, w, b):
             tile = DEFAULT_TILE
             log.info("%dx%d does not fit in %s memory untiled: tiling at %d px", w, h,
