@@ -19,15 +19,21 @@ import hydra
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 os.environ.setdefault("STYLENET_ROOT", str(Path(__file__).resolve().parent))
 
-from stylenet.color import blend, preserve_color  # noqa: E402
-from stylenet.image import ImageError, load_tensor, save_atomic, to_pil  # noqa: E402
+from stylenet.color import blend, check_strength, preserve_color  # noqa: E402
+from stylenet.image import (  # noqa: E402
+    ImageError,
+    check_image_path,
+    check_overwrite,
+    load_tensor,
+    save_atomic,
+    to_pil,
+)
 from stylenet.losses import PerceptualLoss  # noqa: E402
 from stylenet.optimize import RunLog, optimize_image  # noqa: E402
-from stylenet.stylize import check_overwrite, pick_device  # noqa: E402
+from stylenet.stylize import pick_device  # noqa: E402
 
 log = logging.getLogger("stylenet.optimize")
 
@@ -38,12 +44,9 @@ def default_log_dir(output: Path) -> Path:
 
 def check_config(cfg: DictConfig) -> Path:
     """Fail before any work on settings that can be checked up front; returns the output path."""
-    out = Path(cfg.output)
-    if out.suffix.lower() not in Image.registered_extensions():
-        raise ImageError(f"output={out}: unknown image extension: use .jpg, .png or .webp")
+    out = check_image_path(cfg.output)
     check_overwrite(out, cfg.overwrite, Path(cfg.content))
-    if not 0.0 <= cfg.strength <= 1.0:
-        raise ValueError(f"strength={cfg.strength}: use a value from 0 (photo) to 1 (full style)")
+    check_strength(cfg.strength)
     for key in ("size", "style_size"):
         if cfg[key] is not None and cfg[key] < 1:
             raise ValueError(f"{key}={cfg[key]}: use a number of pixels, or null")

@@ -26,8 +26,8 @@ OmegaConf.register_new_resolver(
 from hydra.errors import InstantiationException  # noqa: E402
 
 from stylenet.checkpoint import FiniteGuard, NonFiniteLossError, SkippedFilesCount  # noqa: E402
-from stylenet.export import save_model  # noqa: E402
 from stylenet.image import ImageError, open_rgb, save_atomic, to_pil  # noqa: E402
+from stylenet.model_file import save_model  # noqa: E402
 from stylenet.transformer import LEGACY_PIXEL_SCALE  # noqa: E402
 from stylenet.vgg import layer_names  # noqa: E402
 

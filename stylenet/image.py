@@ -1,19 +1,26 @@
-"""Image files in and out: EXIF orientation, any mode to RGB, size limits, atomic saves."""
+"""Image files in and out: EXIF orientation, any mode to RGB, alpha, EXIF and colour profiles
+kept, size limits, atomic saves, and image grids."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from torchvision.transforms.v2 import functional as TF
+from torchvision.utils import make_grid
 
+# What stylenet reads from folders and writes: PIL reads more, but these keep colour and alpha
+# handling simple and play everywhere.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+ALPHA_EXTENSIONS = (".png", ".webp")  # JPEG has no alpha channel
 # Decompression-bomb guard: PIL warns above ~89 Mpx and fails above twice that; we fail clearly
 # above this many pixels (an 8K x 8K photo is 67 Mpx and passes).
 MAX_PIXELS = 16384 * 16384
@@ -127,15 +134,105 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def check_image_path(path: str | Path, setting: str = "output", value: str | None = None) -> Path:
+    """path, if its extension is one stylenet writes; else an ImageError naming the setting
+    and its value (default: the path)."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise ImageError(f"{setting}={value or path}: unknown image extension: use .jpg, .png "
+                         "or .webp")
+    return path
+
+
+def check_overwrite(dst: Path, overwrite: bool, src: Path | None = None) -> None:
+    """Refuse to replace an existing file unless asked, saying so when it is the input itself."""
+    if dst.exists() and not overwrite:
+        same = src is not None and dst.resolve() == Path(src).resolve()
+        what = "would overwrite the input" if same else "exists"
+        raise ImageError(f"output={dst}: {what}: choose another output or set overwrite=true")
+
+
 def save_atomic(img: Image.Image, path: str | Path, **save_kwargs) -> Path:
     """Save an image under `path` atomically; the format follows the extension."""
-    path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise ImageError(f"{path}: unknown image extension: use .jpg, .png or .webp")
+    path = check_image_path(path)
     with atomic_write(path) as f:
-        img.save(f, format=fmt, **save_kwargs)
+        img.save(f, format=Image.registered_extensions()[path.suffix.lower()], **save_kwargs)
     return path
+
+
+@dataclass
+class Photo:
+    """An image as read from disk: upright RGB, plus what is reattached on save."""
+
+    rgb: torch.Tensor  # (3, H, W) in 0..1
+    alpha: Image.Image | None = None  # the "A" band, same size as rgb
+    exif: bytes | None = None  # orientation reset to 1: the pixels are already upright
+    icc: bytes | None = None  # colour profile, so the output is interpreted like the input
+
+
+def read_photo(path: str | Path, max_size: int | None = None) -> Photo:
+    """Any image file -> Photo. 16-bit and greyscale inputs are rescaled by open_rgb; alpha is
+    read separately because open_rgb composites it away (the RGB then sits on white)."""
+    path = Path(path)
+    img = open_rgb(path)  # raises ImageError with the file name for unreadable files
+    with Image.open(path) as raw:
+        exif = raw.getexif()
+        icc = raw.info.get("icc_profile")
+        alpha = None
+        if raw.mode in ("RGBA", "LA", "PA") or "transparency" in raw.info:
+            alpha = ImageOps.exif_transpose(raw).convert("RGBA").getchannel("A")
+    exif_bytes = None
+    if exif:
+        exif[0x0112] = 1  # Orientation: the pixels were turned upright above
+        exif_bytes = exif.tobytes()
+    if max_size and max(img.size) > max_size:
+        img = ImageOps.contain(img, (max_size, max_size), Image.Resampling.LANCZOS)
+        if alpha is not None:
+            alpha = alpha.resize(img.size, Image.Resampling.LANCZOS)
+    rgb = TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True)
+    return Photo(rgb, alpha, exif_bytes, icc)
+
+
+def write_photo(photo: Photo, path: str | Path, quality: int = 95) -> Path:
+    """Save atomically; alpha, EXIF and colour profile are kept where the format holds them.
+    A failed write (full disk, no permission) leaves nothing behind and names the file."""
+    path = check_image_path(path)
+    img = to_pil(photo.rgb)
+    ext = path.suffix.lower()
+    if photo.alpha is not None and ext in ALPHA_EXTENSIONS:
+        img.putalpha(photo.alpha)
+    kwargs = {} if ext == ".png" else {"quality": int(quality)}
+    if photo.exif:
+        kwargs["exif"] = photo.exif
+    if photo.icc:
+        kwargs["icc_profile"] = photo.icc
+    try:
+        return save_atomic(img, path, **kwargs)
+    except OSError as e:
+        hint = "free some disk space" if e.errno == errno.ENOSPC else "check the folder"
+        raise ImageError(
+            f"{path}: could not write ({os.strerror(e.errno) if e.errno else e}): "
+            f"{hint} or choose another output=..."
+        ) from None
+
+
+def letterbox(rgb: torch.Tensor | None, size: int, label: str = "") -> torch.Tensor:
+    """(3, H, W) in 0..1 fitted onto a white size x size square (blank when None), with an
+    optional label in its top-left corner."""
+    img = Image.new("RGB", (size, size), "white")
+    if rgb is not None:
+        img = ImageOps.pad(to_pil(rgb), (size, size), color="white")
+    if label:
+        ImageDraw.Draw(img).text((6, 6), label, fill="black")
+    return TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True)
+
+
+def image_grid(images: list[torch.Tensor], nrow: int, padding: int = 4,
+               pad_value: float = 1.0) -> torch.Tensor:
+    """(3, H, W) images of one size in 0..1 -> one (3, H', W') grid, row by row, nrow per row,
+    `padding` px of pad_value between and around them."""
+    return make_grid([im.detach().float().cpu() for im in images], nrow=nrow, padding=padding,
+                     pad_value=pad_value)
 
 
 def list_images(root: str | Path) -> list[Path]:

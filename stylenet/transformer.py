@@ -7,6 +7,8 @@ reference does: see TransformerNet.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,27 +26,26 @@ class ConvLayer(nn.Module):
         return self.conv(self.pad(x))
 
 
+# (mean, var) of one instance norm's input, each (B, C, 1, 1): given to normalise a tile of a
+# large image with the whole image's statistics.
+NormStats = tuple[torch.Tensor, torch.Tensor]
+
+
 class InstanceNorm(nn.InstanceNorm2d):
-    """Affine instance norm that can normalise with statistics given from outside.
+    """Affine instance norm that can normalise with statistics given by the caller.
 
     Normally each image is normalised with its own per-channel mean and variance. For tiled
-    inference of a large image, `stats` can hold the (mean, var) of the whole image, so that every
+    inference of a large image, `stats` holds the (mean, var) of the whole image, so that every
     tile is normalised the same way and tiles agree where they meet.
     """
 
     def __init__(self, channels: int):
         super().__init__(channels, affine=True)
-        self.stats: tuple[torch.Tensor, torch.Tensor] | None = None  # each (B, C, 1, 1)
-        self.record: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stats is None and self.record is None:
+    def forward(self, x: torch.Tensor, stats: NormStats | None = None) -> torch.Tensor:
+        if stats is None:
             return super().forward(x)
-        if self.stats is None:
-            var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
-            self.record.append((mean, var))
-        else:
-            mean, var = self.stats
+        mean, var = stats
         x_hat = (x.float() - mean) * torch.rsqrt(var + self.eps)
         out = x_hat * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         return out.to(x.dtype)
@@ -60,9 +61,15 @@ class ResidualBlock(nn.Module):
         self.conv2 = ConvLayer(channels, channels, 3)
         self.in2 = InstanceNorm(channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.in1(self.conv1(x)))
-        return x + self.in2(self.conv2(y))
+    def steps(self, x: torch.Tensor, s1: NormStats | None = None, s2: NormStats | None = None):
+        """Yields the input of in1, then of in2; returns the block's output (see
+        TransformerNet.steps)."""
+        y = self.conv1(x)
+        yield y
+        y = F.relu(self.in1(y, s1))
+        y = self.conv2(y)
+        yield y
+        return x + self.in2(y, s2)
 
 
 class UpsampleConv(nn.Module):
@@ -138,22 +145,46 @@ class TransformerNet(nn.Module):
         return {"channels": list(self.channels), "num_residual": self.num_residual,
                 "pixel_scale": self.pixel_scale}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, stats: Sequence[NormStats | None] = ()) -> torch.Tensor:
+        """(B, 3, H, W) in 0..1 -> stylized (B, 3, H, W). stats: (mean, var) or None for the
+        first norms in norms() order; given statistics replace the image's own (tiling)."""
+        for y in self.steps(x, stats):  # noqa: B007 (the last item is the output)
+            pass
+        return y
+
+    def steps(self, x: torch.Tensor, stats: Sequence[NormStats | None] = ()):
+        """The forward pass one instance norm at a time: yields the input of every norm in
+        norms() order, then the output. A caller that needs only the first k norm inputs (to
+        measure whole-image statistics tile by tile) stops iterating there, which skips the
+        rest of the pass."""
+        s = list(stats) + [None] * (2 * len(self.res) + 5 - len(stats))
         h, w = x.shape[-2:]
         # Two stride-2 convs need sides divisible by 4: reflect-pad up, crop back at the end.
         pad_h, pad_w = -h % 4, -w % 4
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
         x = x * self.pixel_scale  # (B, 3, H, W) in 0..pixel_scale
-        y = F.relu(self.in1(self.conv1(x)))  # (B, c1, H, W)
-        y = F.relu(self.in2(self.conv2(y)))  # (B, c2, H/2, W/2)
-        y = F.relu(self.in3(self.conv3(y)))  # (B, c3, H/4, W/4)
-        y = self.res(y)  # (B, c3, H/4, W/4)
-        y = F.relu(self.in4(self.up1(y)))  # (B, c2, H/2, W/2)
-        y = F.relu(self.in5(self.up2(y)))  # (B, c1, H, W)
+        y = self.conv1(x)  # (B, c1, H, W)
+        yield y
+        y = F.relu(self.in1(y, s[0]))
+        y = self.conv2(y)  # (B, c2, H/2, W/2)
+        yield y
+        y = F.relu(self.in2(y, s[1]))
+        y = self.conv3(y)  # (B, c3, H/4, W/4)
+        yield y
+        y = F.relu(self.in3(y, s[2]))
+        for i, block in enumerate(self.res):  # (B, c3, H/4, W/4)
+            y = yield from block.steps(y, s[3 + 2 * i], s[4 + 2 * i])
+        y = self.up1(y)  # (B, c2, H/2, W/2)
+        yield y
+        y = F.relu(self.in4(y, s[-2]))
+        y = self.up2(y)  # (B, c1, H, W)
+        yield y
+        y = F.relu(self.in5(y, s[-1]))
         y = self.conv_out(y)  # (B, 3, H, W); no output activation, as in the reference
-        return y[..., :h, :w] / self.pixel_scale
+        yield y[..., :h, :w] / self.pixel_scale
 
     def norms(self) -> list[InstanceNorm]:
-        """The instance norms in the order forward() runs them (for whole-image statistics)."""
+        """The instance norms in the order forward() runs them (and steps() yields their
+        inputs): the order of the stats given to forward()."""
         return [m for m in self.modules() if isinstance(m, InstanceNorm)]

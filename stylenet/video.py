@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from stylenet.image import ImageError, atomic_write
+from stylenet.image import ImageError, atomic_write, check_overwrite
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,21 @@ def stylize_video(
     src: str | Path,
     dst: str | Path,
     batch_size: int = 4,
+    overwrite: bool = False,
     progress: bool | None = None,
 ) -> Path:
     """Stylize every frame of src into dst. stylize maps (B, 3, H, W) floats to the same shape.
-    Frame timestamps and the first audio stream (copied, not re-encoded) are kept."""
+    Frame timestamps and the first audio stream (copied, not re-encoded) are kept. An existing
+    dst is replaced only with overwrite, and never when it is src."""
     import av
 
     src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise ImageError(f"{src}: input not found: check input=...")
+    check_overwrite(dst, overwrite, src)
+    if dst.exists() and dst.resolve() == src.resolve():
+        # The input is still being read while the output is written.
+        raise ImageError(f"{dst}: a video cannot be stylized in place: choose another output")
     ext = dst.suffix.lower()
     if ext not in _CONTAINERS:
         raise ImageError(f"{dst}: a video input needs a video output: use {VIDEO_EXTENSIONS}")

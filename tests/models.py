@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from stylenet.export import save_model
+from stylenet.model_file import save_model
 from stylenet.transformer import TransformerNet
 
 

@@ -18,8 +18,10 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import stylenet.stylize
-from stylenet.export import Portable, save_model
-from stylenet.stylize import INDEX_LIMIT, Stylizer, activation_sizes, largest_activation
+from stylenet.export import Portable
+from stylenet.model_file import save_model
+from stylenet.stylize import Stylizer
+from stylenet.tiling import INDEX_LIMIT, activation_sizes, largest_activation
 from stylenet.transformer import TransformerNet
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from stylenet.export import Portable, export, save_model
+from stylenet.export import Portable, export
+from stylenet.model_file import save_model
 from stylenet.transformer import TransformerNet
 
 # Runs the ONNX file with onnxruntime alone: importing stylenet or torch there fails.

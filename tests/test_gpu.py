@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from stylenet.export import save_model
+from stylenet.model_file import save_model
 from stylenet.stylize import Stylizer
 from stylenet.transformer import TransformerNet
 from train import train

@@ -12,8 +12,8 @@ from omegaconf import open_dict
 from PIL import Image
 
 from infer import infer
-from stylenet.export import ModelFileError, load_model
 from stylenet.image import ImageError, load_tensor
+from stylenet.model_file import ModelFileError, load_model
 
 
 @pytest.fixture

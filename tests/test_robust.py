@@ -13,7 +13,7 @@ from pytorch_lightning import Callback
 
 from stylenet.checkpoint import AtomicCheckpointIO, NonFiniteLossError
 from stylenet.data import ImageFolder, StyleDataModule
-from stylenet.export import save_model
+from stylenet.model_file import save_model
 from train import train
 
 TINY = ["model.net.channels=[8,16,32]", "model.net.num_residual=1", "trainer.max_epochs=-1"]

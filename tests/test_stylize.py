@@ -6,8 +6,9 @@ from models import save_tiny_model
 from PIL import Image
 
 from stylenet.color import rgb_to_ycbcr
-from stylenet.image import load_tensor
-from stylenet.stylize import Stylizer, feather, read_photo, tile_starts
+from stylenet.image import load_tensor, read_photo
+from stylenet.stylize import Stylizer
+from stylenet.tiling import feather, tile_starts
 
 
 @pytest.fixture
@@ -54,11 +55,11 @@ def test_out_of_memory_falls_back_to_tiles_and_says_so(model_file, caplog):
     forward = stylizer.net.forward
     sizes = []
 
-    def limited(t):  # a device that only holds 128x128
+    def limited(t, stats=()):  # a device that only holds 128x128
         sizes.append(t.shape[-2] * t.shape[-1])
         if sizes[-1] > 128 * 128:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return forward(t)
+        return forward(t, stats)
 
     stylizer.net.forward = limited
     with caplog.at_level(logging.WARNING):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from stylenet.export import load_model, save_model
 from stylenet.image import load_tensor
+from stylenet.model_file import load_model, save_model
 from train import train
 
 
@@ -98,7 +98,7 @@ def test_checkpoint_model_file_and_infer_give_identical_output(cfg_train, tmp_pa
 
 
 def test_non_finite_weights_never_become_a_model_file(tmp_path):
-    from stylenet.export import ModelFileError
+    from stylenet.model_file import ModelFileError
     from stylenet.transformer import TransformerNet
 
     net = TransformerNet(channels=(4, 8, 8), num_residual=1)
