@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 os.environ.setdefault("STYLENET_ROOT", str(Path(__file__).resolve().parent))
 
 from stylenet.color import blend, check_strength, preserve_color  # noqa: E402
+from stylenet.gatys import RunLog, optimize_image  # noqa: E402
 from stylenet.image import (  # noqa: E402
     ImageError,
     check_image_path,
@@ -32,7 +33,6 @@ from stylenet.image import (  # noqa: E402
     to_pil,
 )
 from stylenet.losses import PerceptualLoss  # noqa: E402
-from stylenet.optimize import RunLog, optimize_image  # noqa: E402
 from stylenet.stylize import pick_device  # noqa: E402
 
 log = logging.getLogger("stylenet.optimize")

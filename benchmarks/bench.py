@@ -194,7 +194,8 @@ class Builder:
         self.net = TransformerNet(sizes.channels, sizes.num_residual)
         vgg = VGGFeatures(["relu1_2", "relu2_2", "relu3_3", "relu4_3"], weights=vgg_weights)
         self.loss = PerceptualLoss(vgg).to(device)
-        self.loss.set_style(style_image(max(2 * sizes.crop, 64)).to(device))
+        self.style = style_image(max(2 * sizes.crop, 64))
+        self.loss.set_style(self.style.to(device))
 
     def module(self, v: Variant) -> tuple[StyleTransferModule, torch.optim.Optimizer]:
         def optimizer(params):
@@ -203,7 +204,7 @@ class Builder:
 
         module = StyleTransferModule(
             copy.deepcopy(self.net), copy.deepcopy(self.loss), optimizer,
-            style={"image": str(STYLE_IMAGE), "name": "mosaic"},
+            style={"image": str(STYLE_IMAGE), "name": "mosaic"}, style_image=self.style,
             channels_last=v.channels_last, compile=v.compile, compile_mode=self.compile_mode,
         ).to(self.device)
         module.apply_speedups(self.device.type)
@@ -301,16 +302,16 @@ def bench_train(args, s: Sizes, device: torch.device, builder: Builder) -> dict:
 def bench_loader(args, s: Sizes, files: list[Path]) -> dict:
     from torch.utils.data import DataLoader
 
-    from stylenet.data import ImageFolder
+    from stylenet.data import PhotoFolder
 
     files = files[: s.loader_files]
     rows = []
     for draft in (False, True):
         for workers in sorted({0, args.workers}):
-            ds = ImageFolder(files=[str(f) for f in files], image_size=s.crop, draft=draft)
+            ds = PhotoFolder(files=[str(f) for f in files], image_size=s.crop, draft=draft)
             dl = DataLoader(ds, batch_size=s.naive_batch, num_workers=workers, shuffle=False)
             t0 = time.perf_counter()
-            n = sum(len(images) for images, _ in dl)
+            n = sum(len(images) for images in dl)
             wall = time.perf_counter() - t0
             rows.append({"draft": draft, "workers": workers, "images": n,
                          "images_per_s": n / wall, "seconds": wall})
@@ -323,7 +324,7 @@ def bench_e2e(args, s: Sizes, device: torch.device, builder: Builder, files: lis
     import pytorch_lightning as pl
     from pytorch_lightning.profilers import SimpleProfiler
 
-    from stylenet.data import ImageFolder, StyleDataModule
+    from stylenet.data import PhotoFolder, StyleDataModule
 
     variants = [(Variant("naive: fp32, 0 workers, full decode", batch=s.naive_batch), 0, False),
                 (Variant("fast: all levers", True, True, True, args.compile, batch=s.fast_batch),
@@ -333,7 +334,7 @@ def bench_e2e(args, s: Sizes, device: torch.device, builder: Builder, files: lis
         module, _ = builder.module(v)
         module.preview = None
         dm = StyleDataModule(
-            ImageFolder(files=[str(f) for f in files], image_size=s.crop, draft=fast_loader),
+            PhotoFolder(files=[str(f) for f in files], image_size=s.crop, draft=fast_loader),
             batch_size=v.batch, num_workers=workers, val_size=1, num_preview=1,
             pin_memory=fast_loader, persistent_workers=fast_loader)
 

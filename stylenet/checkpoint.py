@@ -1,30 +1,27 @@
-"""Checkpoints that survive crashes, and a guard that stops a run before a NaN step is applied.
+"""Training checkpoints: written so that they survive crashes, found and checked on resume.
 
 - AtomicCheckpointIO: Lightning's checkpoint writer, with the file synced to disk before it is
   renamed over the old one (wired in through `trainer.plugins`, configs/trainer/default.yaml).
-- FiniteGuard: checks every step's loss and gradients before the optimizer applies them; on NaN
-  or inf it saves the last good state and stops with a message naming the step and the cause.
-- SkippedFilesCount: carries the module's count of skipped photos across a resume.
+- resolve_checkpoint: `ckpt_path=last` or a path -> a checkpoint that exists, loads and fits this
+  run's architecture, else a one-line error (Lightning would warn and start afresh).
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import os
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
 from stylenet.image import atomic_write
+from stylenet.transformer import LEGACY_PIXEL_SCALE
 
 log = logging.getLogger(__name__)
-
-# The reference recipe's style weight; far above it is the usual way to make the loss overflow.
-REFERENCE_STYLE_WEIGHT = 1e10
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -47,100 +44,57 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or inf loss or gradient; the message says where and why."""
-
-
-def checkpoint_dir(trainer: pl.Trainer) -> Path:
-    """Where this run's checkpoints go: the ModelCheckpoint's folder, else <root>/checkpoints."""
-    callback = trainer.checkpoint_callback
-    if callback is not None and getattr(callback, "dirpath", None):
-        return Path(callback.dirpath)
-    return Path(trainer.default_root_dir) / "checkpoints"
-
-
-class FiniteGuard(pl.Callback):
-    """Stops training at the first step whose loss or gradients are NaN or inf, before the
-    optimizer applies it, after saving the state of the last good step as `filename` (last.ckpt,
-    so `ckpt_path=last` resumes from it). The data position saved with it is past the bad batch.
-
-    Lightning's detect_anomaly finds where a NaN came from, at a large cost on every step, and
-    gradient clipping hides an inf rather than stopping; neither keeps the last good state.
-    Under fp16 (a GradScaler is active) inf gradients are normal, skipped steps, so only the
-    loss itself is checked there."""
-
-    def __init__(self, filename: str = "last.ckpt"):
-        self.filename = filename
-        self._loss: torch.Tensor | None = None
-
-    @override
-    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        self._loss = loss.detach()
-
-    @override
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        loss, self._loss = self._loss, None
-        bad_loss = loss is not None and not bool(torch.isfinite(loss).all())
-        bad_grads = False
-        if getattr(trainer.precision_plugin, "scaler", None) is None and not bad_loss:
-            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-            # One norm over all gradients: inf or NaN if any element is; one sync per step.
-            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-            bad_grads = not bool(torch.isfinite(norm))
-        bad = bad_loss or bad_grads
-        if trainer.world_size > 1:  # every rank must stop, and save, together
-            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if not bad:
-            return
-        path = checkpoint_dir(trainer) / self.filename
-        trainer.save_checkpoint(path)  # weights and optimizer are still those of the last good step
-        raise NonFiniteLossError(self.message(trainer, pl_module, optimizer, loss, bad_loss, path))
-
-    @staticmethod
-    def message(trainer, pl_module, optimizer, loss, bad_loss: bool, path: Path) -> str:
-        step = trainer.global_step + 1
-        value = float(loss) if loss is not None else float("nan")
-        what = f"the loss is {value}" if bad_loss else "the gradients hold NaN or inf"
-        terms = ", ".join(
-            f"{k}={float(v):.3g}" for k, v in sorted(trainer.callback_metrics.items())
-            if k.startswith("train/")
+def resolve_checkpoint(cfg: DictConfig) -> str | None:
+    """ckpt_path=last means this run folder's checkpoints/last.ckpt (resume a run by passing its
+    folder: hydra.run.dir=<run folder> ckpt_path=last); a path is taken as it is. A missing,
+    corrupt or mismatched checkpoint is an error here, not a fresh start or a crash later."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is None:
+        return None
+    if str(ckpt) == "last":
+        folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath")
+        path = Path(folder or Path(cfg.paths.output_dir) / "checkpoints") / "last.ckpt"
+        if not path.is_file():
+            raise SystemExit(
+                f"ckpt_path=last: there is no {path}: resume a run by naming its folder, "
+                "hydra.run.dir=<run folder> ckpt_path=last, or pass ckpt_path=<file.ckpt>"
+            )
+    else:
+        path = Path(ckpt)
+        if not path.is_file():
+            raise SystemExit(f"ckpt_path={ckpt}: no such checkpoint file: check the path")
+    remove_stale_temp_files(path.parent)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read means: pick another file
+        raise SystemExit(
+            f"ckpt_path={path}: not a readable checkpoint ({type(e).__name__}): resume from "
+            f"another one in {path.parent}"
+        ) from None
+    if not isinstance(state, dict) or "loops" not in state or "state_dict" not in state:
+        raise SystemExit(
+            f"ckpt_path={path}: not a training checkpoint (a model file cannot be resumed): "
+            "pass a .ckpt from a run's checkpoints/ folder"
         )
-        return (
-            f"training stopped at step {step}: {what}{f' ({terms})' if terms else ''}. "
-            f"Likely cause: {likely_cause(trainer, pl_module, optimizer, bad_loss)}. "
-            f"The last good state (step {step - 1}) is saved in {path}; no model file was "
-            f"written. Fix the setting, then resume with ckpt_path={path}"
-        )
+    arch = (state.get("stylenet") or {}).get("arch") or {}
+    # Checkpoints from before the pixel scale was stored were trained at 0..1.
+    arch.setdefault("pixel_scale", LEGACY_PIXEL_SCALE)
+    net = OmegaConf.to_container(cfg.model.get("net") or DictConfig({}), resolve=True)
+    for key in ("channels", "num_residual", "pixel_scale"):
+        want = net.get(key)
+        if key in arch and want is not None and arch[key] != want:
+            raise SystemExit(
+                f"ckpt_path={path} was trained with model.net.{key}={arch[key]}, this run has "
+                f"{want}: resume with the run's own settings"
+            )
+    return str(path)
 
 
-def likely_cause(trainer, pl_module, optimizer, bad_loss: bool) -> str:
-    precision = str(trainer.precision)
-    if "16" in precision and "bf16" not in precision:
-        return (f"fp16 overflow (trainer.precision={precision}): use trainer.precision=bf16-mixed "
-                "or 32-true")
-    style_weight = float(getattr(pl_module, "style", {}).get("style_weight", 0) or 0)
-    if style_weight > 100 * REFERENCE_STYLE_WEIGHT:
-        return (f"style.style_weight={style_weight:g} is far above the reference "
-                f"{REFERENCE_STYLE_WEIGHT:g}: lower it")
-    lr = optimizer.param_groups[0].get("lr", math.nan)
-    if not bad_loss:
-        return (f"exploding gradients: near-constant photos (raise data.dataset.min_std) or a "
-                f"learning rate too high (model.optimizer.lr={lr:g})")
-    return (f"a loss weight too high (style.style_weight={style_weight:g}) or a learning rate "
-            f"too high (model.optimizer.lr={lr:g})")
-
-
-class SkippedFilesCount(pl.Callback):
-    """Keeps the module's running count of skipped photos (data/skipped_files) across a resume:
-    the resumed loader already knows those files, so they are not found and counted again."""
-
-    key = "stylenet_skipped_files"
-
-    @override
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[self.key] = int(getattr(pl_module, "skipped_files", 0))
-
-    @override
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        if self.key in checkpoint and hasattr(pl_module, "skipped_files"):
-            pl_module.skipped_files = int(checkpoint[self.key])
+def remove_stale_temp_files(folder: Path) -> None:
+    """A kill during a save leaves the atomic writer's temp file (never a .ckpt); tidy them up.
+    Only in the first process: other DDP ranks start while rank 0 may already be saving."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return
+    for tmp in folder.glob(".*.ckpt.*.tmp"):
+        log.info("removing %s, left by an interrupted save", tmp)
+        tmp.unlink(missing_ok=True)

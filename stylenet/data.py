@@ -11,10 +11,11 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.v2 import functional as TF
 
 from stylenet.image import ImageError, list_images, open_rgb
+from stylenet.loader import ResumableLoader, ResumableSampler
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +47,18 @@ def _split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
     return key if isinstance(key, tuple) else (key, None)
 
 
-class ImageFolder(Dataset):
+class PhotoFolder(Dataset):
     """Every .jpg/.jpeg/.png/.webp under `root` (recursively), or an explicit list of `files`.
 
     With `package`, root and files are relative to that installed Python package (the demo reads
-    scikit-image's bundled photos this way). Items are (image uint8 (3, S, S), files skipped).
+    scikit-image's bundled photos this way). Items are uint8 images (3, S, S).
     `resize` (shorter side, default image_size) above image_size with `random_crop` gives many
     different crops of few photos. A file that cannot be decoded, is smaller than `min_size`,
     larger than `max_pixels`, or whose crop is near-constant (std below `min_std`, which makes
     instance norm amplify noise without bound) is skipped once with a warning naming it, and the
     next file is served instead so batches keep their size. Skipped files are flagged in shared
-    memory, so each is warned about and counted once across loader workers and epochs.
+    memory, so each is warned about and counted once across loader workers and epochs: the flags
+    are the one count of skipped files (bad_indices()).
 
     At construction the photos are checked: a crop larger than every probed photo, or a folder
     where no photo can be used, is an error before training starts.
@@ -96,7 +98,7 @@ class ImageFolder(Dataset):
                     "set data.dataset.root to a folder of photos"
                 )
         else:
-            raise ValueError("ImageFolder needs root or files: set data.dataset.root")
+            raise ValueError("PhotoFolder needs root or files: set data.dataset.root")
         self.image_size = image_size
         self.min_size = min_size
         self.min_std = min_std
@@ -176,16 +178,15 @@ class ImageFolder(Dataset):
             return str(error)  # already names the file
         return f"{self.paths[index]}: {type(error).__name__}: {error}"
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
         index, seed = _split_key(key)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        skipped = 0
         for offset in range(len(self.paths)):
             i = (index + offset) % len(self.paths)
             if self.bad[i]:
                 continue
             try:
-                return self.load(i, generator=generator), skipped
+                return self.load(i, generator=generator)
             # Not only ImageError: decoders run third-party C code on files nobody checked, and
             # one odd photo must not end a run of hours. A bug shows as every photo skipped.
             except Exception as e:  # noqa: BLE001
@@ -193,7 +194,6 @@ class ImageFolder(Dataset):
                     first = not self.bad[i]  # another worker may have flagged it meanwhile
                     self.bad[i] = True
                 if first:
-                    skipped += 1
                     log.warning("skipping training photo: %s", self._describe(i, e))
         raise RuntimeError(
             f"none of the {len(self.paths)} training photos is usable any more: check "
@@ -231,8 +231,8 @@ class SyntheticImages(Dataset):
         image = self.images[index]
         return image if size is None else TF.resize(image, [size, size], antialias=True)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        return self.images[_split_key(key)[0]], 0
+    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
+        return self.images[_split_key(key)[0]]
 
 
 class TensorImages(SyntheticImages):
@@ -249,81 +249,6 @@ class TensorImages(SyntheticImages):
                 and images.dim() == 4 and images.shape[1] == 3):
             raise ValueError(f"data.dataset.path={path}: expected a uint8 (N, 3, H, W) tensor")
         self.images = images
-
-
-class ResumableSampler(DistributedSampler):
-    """Training order: `indices` shuffled by (seed, epoch), sharded over DDP ranks, each index
-    paired with a crop seed drawn from (seed, epoch, index) so random crops do not depend on
-    which worker or process loads the photo. `start` skips that many samples of the next epoch
-    pass (a resumed run). A DistributedSampler so that Lightning keeps it under DDP instead of
-    wrapping it in its own, which would reshuffle and ignore `start`."""
-
-    def __init__(self, indices: list[int], seed: int, num_replicas: int | None = None,
-                 rank: int | None = None, shuffle: bool = True):
-        if num_replicas is None or rank is None:
-            dist = torch.distributed
-            on = dist.is_available() and dist.is_initialized()
-            num_replicas = dist.get_world_size() if on else 1
-            rank = dist.get_rank() if on else 0
-        super().__init__(list(indices), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                         seed=seed, drop_last=True)
-        self.start = 0
-        self.start_epoch = 0
-
-    def resume_at(self, epoch: int, start: int) -> None:
-        """Skip the first `start` samples of `epoch` (only of that epoch: a checkpoint from the
-        end of an epoch is resumed by Lightning at the next one)."""
-        self.set_epoch(epoch)
-        self.start, self.start_epoch = start, epoch
-
-    def __iter__(self):
-        # a resume skips once, in its own epoch; every later pass starts at 0
-        start = self.start if self.epoch == self.start_epoch else 0
-        self.start = 0
-        positions = list(super().__iter__())  # this rank's share of randperm(seed + epoch)
-        for pos in positions[start:]:
-            index = self.dataset[pos]
-            crop_seed = ((self.seed * 1_000_003 + self.epoch) * 1_000_033 + index) % 2**63
-            yield index, crop_seed
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader whose position survives a restart. Lightning saves state_dict() in each
-    checkpoint and calls load_state_dict() on resume (it looks for these two methods), so a
-    resumed run goes on with the batch after the checkpoint, in the same order, instead of
-    restarting the epoch in a new order. The state also carries the files found unusable."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._served = 0  # batches handed out in the current epoch pass
-
-    def __iter__(self):
-        # Counted here, in the main process, as batches are handed to the training loop: worker
-        # prefetching runs ahead, but only served batches have been trained on.
-        sampler = self.sampler
-        resuming = isinstance(sampler, ResumableSampler) and sampler.epoch == sampler.start_epoch
-        self._served = sampler.start // self.batch_size if resuming else 0
-        for batch in super().__iter__():
-            self._served += 1
-            yield batch
-
-    def state_dict(self) -> dict:
-        sampler = self.sampler
-        if not isinstance(sampler, ResumableSampler):  # e.g. Lightning's overfit_batches sampler
-            return {}
-        bad = self.dataset.bad_indices() if hasattr(self.dataset, "bad_indices") else []
-        return {"seed": sampler.seed, "epoch": sampler.epoch, "batches": self._served, "bad": bad}
-
-    def load_state_dict(self, state: dict) -> None:
-        sampler = self.sampler
-        if not state or not isinstance(sampler, ResumableSampler):
-            return
-        # The saved seed wins over this run's: the order must continue, not change mid-epoch.
-        sampler.seed = state["seed"]
-        sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)
-        self._served = state["batches"]
-        if state.get("bad") and hasattr(self.dataset, "mark_bad"):
-            self.dataset.mark_bad(state["bad"])
 
 
 class StyleDataModule(pl.LightningDataModule):
@@ -378,7 +303,7 @@ class StyleDataModule(pl.LightningDataModule):
                 break
             try:
                 images.append(self.dataset.load(i, random_crop=False, size=self.preview_size))
-            except Exception as e:  # noqa: BLE001 - as in ImageFolder.__getitem__
+            except Exception as e:  # noqa: BLE001 - as in PhotoFolder.__getitem__
                 log.warning("preview photo passed over: %s", e)
         return torch.stack(images)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylenet.vgg import VGGFeatures
+from stylenet.vgg import VGGFeatures, layer_names
 
 
 def gram_matrix(features: torch.Tensor, normalize: str = "chw") -> torch.Tensor:
@@ -75,21 +75,27 @@ class PerceptualLoss(nn.Module):
         style_layers = dict(
             style_layers or {n: 1.0 for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")}
         )
-        for name, value in [
-            ("content_weight", content_weight),
-            ("style_weight", style_weight),
-            ("tv_weight", tv_weight),
-            *style_layers.items(),
-        ]:
+        for name, value in [("content_weight", content_weight), ("style_weight", style_weight),
+                            ("tv_weight", tv_weight)]:
             if value < 0:
-                raise ValueError(f"loss weight {name}={value} is negative: weights must be >= 0")
+                raise ValueError(f"{name}={value:g} is negative (style.{name}, or loss.{name} in "
+                                 "optimize.py): loss weights must be >= 0")
+        for name, value in style_layers.items():
+            if value < 0:
+                raise ValueError(f"loss.style_layers.{name}={value:g} is negative: weights must "
+                                 "be >= 0 (0 switches a layer off)")
         # A layer weighted 0 is switched off: it need not be tapped (a config can drop a layer).
         style_layers = {name: w for name, w in style_layers.items() if w != 0}
-        missing = [n for n in [content_layer, *style_layers] if n not in vgg.layers]
-        if missing:
-            raise ValueError(
-                f"loss layers {missing} are not tapped by the VGG (taps: {vgg.layers})"
-            )
+        known = layer_names(vgg.arch)
+        for key, name in [("loss.content_layer", content_layer),
+                          *[("loss.style_layers", n) for n in style_layers]]:
+            if name not in known:
+                close = [k for k in known if k.startswith(str(name)[:4])][:6] or known[:6]
+                raise ValueError(f"{key}: unknown VGG layer {name!r}: use one of {close} (names "
+                                 "like relu3_3: block 3, layer 3)")
+            if name not in vgg.layers:
+                raise ValueError(f"{key}={name} is not tapped: add it to loss.vgg.layers "
+                                 f"({vgg.layers})")
         self.vgg = vgg
         self.content_layer = content_layer
         self.style_layers = style_layers

@@ -11,10 +11,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-import torchvision
+from torchvision.transforms.v2 import functional as TF
 from typing_extensions import override
 
-from stylenet.image import load_tensor
+from stylenet.image import ImageError, image_grid, load_tensor
 from stylenet.losses import PerceptualLoss
 from stylenet.transformer import TransformerNet
 
@@ -30,15 +30,26 @@ def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
     return F.conv2d(gray, kernel).pow(2).mean(dim=(1, 2, 3))
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def load_style(style: dict[str, Any]) -> tuple[torch.Tensor, str]:
+    """The style image at `style.size` as (1, 3, H, W) in 0..1, and the SHA-256 of its file (read
+    once: the hash names the bytes that were used)."""
+    path = Path(style["image"])
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f"{path}: {e.strerror.lower()}: check style.image") from None
+    image = load_tensor(path, max_side=style.get("size")).unsqueeze(0)
+    return image, hashlib.sha256(data).hexdigest()
 
 
 class StyleTransferModule(pl.LightningModule):
     """Trains `net` so that net(photo) keeps the photo's content and takes the style image's style.
 
-    Checkpoints hold the transformer (not the frozen VGG, whose weights come from the loss config)
-    plus the `stylenet` metadata a model file needs.
+    `style_image` (1, 3, H, W) in 0..1 and `style` (name, image, sha256, ...) come from
+    load_style(); `run_config` is the resolved training config, kept in the model file.
+    Checkpoints hold the transformer (not the frozen VGG, whose weights come from the loss config,
+    nor the style targets, computed at the start of every fit) plus the `stylenet` metadata a
+    model file needs.
 
     Speed switches (benchmarks/NOTES.md measures each): `channels_last` (NHWC for both nets) and
     `compile` (torch.compile of the transformer and of the loss network + losses). None means
@@ -52,30 +63,30 @@ class StyleTransferModule(pl.LightningModule):
         loss: PerceptualLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         style: dict[str, Any],
+        style_image: torch.Tensor | None = None,
         preview_every_n_steps: int = 500,
         channels_last: bool | None = None,
         compile: bool | None = None,
         compile_mode: str | None = None,
+        run_config: str = "",
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer"], logger=False)
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "style_image", "run_config"],
+                                  logger=False)
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer
         self.style = dict(style)
+        self.style_image = style_image
+        self.run_config = run_config
         self.preview_every_n_steps = preview_every_n_steps
         self.channels_last = channels_last
         self.compile = compile
         self.compile_mode = compile_mode
-        self.strict_loading = False  # checkpoints leave out the loss network and style targets
-        self.preview: torch.Tensor | None = None  # (P, 3, S, S) uint8, set by train()
-        self.skipped_files = 0
+        self.preview: torch.Tensor | None = None  # (P, 3, S, S) uint8, from the datamodule
 
     @override
     def setup(self, stage: str) -> None:
-        style = load_tensor(self.style["image"], max_side=self.style.get("size")).unsqueeze(0)
-        self.style_image = style  # (1, 3, H, W) in 0..1
-        self.style.setdefault("sha256", file_sha256(self.style["image"]))
         # setup() runs before Lightning moves the module, so ask the strategy where it will run.
         self.apply_speedups(self.trainer.strategy.root_device.type)
 
@@ -103,6 +114,9 @@ class StyleTransferModule(pl.LightningModule):
         # Style targets are computed once per run, on the training device, in full precision.
         with torch.autocast(self.device.type, enabled=False):
             self.loss.set_style(self.style_image.to(self.device))
+        datamodule = self.trainer.datamodule
+        if hasattr(datamodule, "preview_images"):
+            self.preview = datamodule.preview_images()
         tb = self._tensorboard()
         if tb is not None:
             tb.add_image("style", self.style_image[0], 0)
@@ -122,18 +136,13 @@ class StyleTransferModule(pl.LightningModule):
         x = self._to_input(images)
         return self.loss(self.net(x), x)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        images, skipped = batch
+    def _shared_step(self, images: torch.Tensor, stage: str) -> torch.Tensor:
         terms = self.losses(images)
         train = stage == "train"
         self.log_dict(
             {f"{stage}/{k}": v for k, v in terms.items()},
             on_step=train, on_epoch=not train, batch_size=len(images), sync_dist=not train,
         )
-        if train:
-            self.skipped_files += int(skipped.sum())
-            self.log("data/skipped_files", float(self.skipped_files), on_step=True,
-                     batch_size=len(images))
         return terms["total"]
 
     @override
@@ -167,10 +176,19 @@ class StyleTransferModule(pl.LightningModule):
             return
         photos = self.preview.to(self.device).float() / 255
         out = self.stylize(self.preview)
-        grid = torchvision.utils.make_grid(torch.cat([photos, out]), nrow=len(photos), padding=2)
-        tb.add_image("preview", grid, step)
+        tb.add_image("preview", image_grid([*photos, *out], nrow=len(photos), padding=2,
+                                           pad_value=0.0), step)
         ratio = (high_frequency_energy(out) / high_frequency_energy(photos).clamp_min(1e-8)).mean()
         self.log("preview/high_freq_ratio", ratio, on_step=True, batch_size=len(photos))
+
+    def sample_grid(self) -> torch.Tensor:
+        """One image: the preview photos on top, stylized below, the style image on the left."""
+        photos = self.preview.float() / 255
+        out = self.stylize(self.preview).cpu()
+        size = photos.shape[-1]
+        style = TF.center_crop(TF.resize(self.style_image[0], size, antialias=True), size)
+        return image_grid([torch.ones_like(style), *photos, style, *out],
+                          nrow=len(photos) + 1, padding=4, pad_value=1.0)
 
     def _tensorboard(self):
         logger = self.logger
@@ -198,3 +216,11 @@ class StyleTransferModule(pl.LightningModule):
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("loss.")
         }
         checkpoint["stylenet"] = self.model_meta()
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Put back what on_save_checkpoint left out, as it is now (the loss network from its
+        # config, the style targets until on_fit_start recomputes them), so that loading stays
+        # strict for the transformer's own keys.
+        own = {k: v for k, v in self.state_dict().items() if k.startswith("loss.")}
+        checkpoint["state_dict"] = {**own, **checkpoint["state_dict"]}

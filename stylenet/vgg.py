@@ -55,14 +55,15 @@ class VGGFeatures(nn.Module):
         unknown = [name for name in layers if name not in names]
         if unknown:
             raise ValueError(
-                f"unknown VGG layer name(s) {unknown} for {arch}: use names like "
-                f"{', '.join(names[:4])}, ... ({names[0]} to {names[-1]})"
+                f"loss.vgg.layers: unknown VGG layer name(s) {unknown} for {arch}: use names "
+                f"like {', '.join(names[:4])}, ... ({names[0]} to {names[-1]})"
             )
         if input_convention not in ("imagenet", "caffe"):
             raise ValueError(
                 f"loss.input_convention={input_convention!r}: use 'imagenet' or 'caffe'"
             )
         self.layers = list(layers)
+        self.arch = arch
         self.input_convention = input_convention
         self.weights_name = weights
         depth = max(names.index(name) for name in layers) + 1

@@ -23,7 +23,7 @@ FAST = [
     "trainer.enable_model_summary=false",
     "trainer.val_check_interval=null",
     "trainer.check_val_every_n_epoch=1",
-    "callbacks=none",
+    "callbacks=no_checkpoints",
     "trainer.enable_checkpointing=false",
 ]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stylenet.data import ImageFolder, StyleDataModule, SyntheticImages
+from stylenet.data import PhotoFolder, StyleDataModule, SyntheticImages
 from stylenet.image import ImageError, load_tensor, open_rgb
 
 
@@ -23,13 +23,13 @@ def test_recursive_folder_with_modes_and_bad_files(tmp_path, caplog):
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "notes.png").write_text("not an image")
     (tmp_path / "readme.txt").write_text("ignored: not an image extension")
-    ds = ImageFolder(root=str(tmp_path), image_size=32)
+    ds = PhotoFolder(root=str(tmp_path), image_size=32)
     assert len(ds) == 6
     with caplog.at_level(logging.WARNING):
         items = [ds[i] for i in range(len(ds))]
-    for image, _ in items:
+    for image in items:
         assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
-    assert sum(skipped for _, skipped in items) == 2
+    assert len(ds.bad_indices()) == 2
     assert "empty.jpg" in caplog.text and "notes.png" in caplog.text
 
 
@@ -37,28 +37,28 @@ def test_flat_and_tiny_photos_are_skipped(tmp_path):
     Image.new("RGB", (64, 64), (128, 128, 128)).save(tmp_path / "a_flat.png")
     _photo((10, 10)).save(tmp_path / "b_tiny.png")
     _photo().save(tmp_path / "c_good.png")
-    ds = ImageFolder(root=str(tmp_path), image_size=32, min_size=16)
-    image, skipped = ds[0]
-    assert skipped == 2
+    ds = PhotoFolder(root=str(tmp_path), image_size=32, min_size=16)
+    image = ds[0]
+    assert len(ds.bad_indices()) == 2
     assert torch.equal(image, ds.load(2))
 
 
 def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no .jpg"):
-        ImageFolder(root=str(tmp_path))
+        PhotoFolder(root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="README"):
-        ImageFolder(root=str(tmp_path / "missing"))
+        PhotoFolder(root=str(tmp_path / "missing"))
 
 
 def test_all_bad_files_stop_with_an_error_at_start_up(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="none of the 1 photos .* usable .*x.jpg"):
-        ImageFolder(root=str(tmp_path), image_size=16)
+        PhotoFolder(root=str(tmp_path), image_size=16)
 
 
 def test_files_going_bad_during_training_stop_with_an_error(tmp_path):
     _photo().save(tmp_path / "x.png")
-    ds = ImageFolder(root=str(tmp_path), image_size=16)
+    ds = PhotoFolder(root=str(tmp_path), image_size=16)
     (tmp_path / "x.png").write_bytes(b"")  # e.g. a network disk that went away
     with pytest.raises(RuntimeError, match="none of the 1 .*usable any more"):
         ds[0]
@@ -94,9 +94,8 @@ def test_datamodule_splits_and_previews_are_fixed():
     dm = StyleDataModule(ds, batch_size=2, val_size=3, num_preview=2, num_workers=0)
     assert len(dm.train_set) == 7 and len(dm.val_set) == 3
     assert torch.equal(dm.preview_images(), dm.preview_images())
-    images, skipped = next(iter(dm.train_dataloader()))
+    images = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 3, 16, 16) and images.dtype == torch.uint8
-    assert skipped.tolist() == [0, 0]
     with pytest.raises(ValueError, match="val_size"):
         StyleDataModule(ds, val_size=10)
 
@@ -104,7 +103,7 @@ def test_datamodule_splits_and_previews_are_fixed():
 def test_previews_can_be_larger_than_training_crops(tmp_path):
     for i in range(4):
         _photo((90, 70), seed=i).save(tmp_path / f"{i}.png")
-    ds = ImageFolder(root=str(tmp_path), image_size=32, resize=64, random_crop=True)
+    ds = PhotoFolder(root=str(tmp_path), image_size=32, resize=64, random_crop=True)
     dm = StyleDataModule(ds, batch_size=1, val_size=2, num_preview=2, preview_size=48)
     previews = dm.preview_images()
     assert previews.shape == (2, 3, 48, 48)

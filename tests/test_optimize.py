@@ -17,14 +17,14 @@ from PIL import Image
 import stylenet.losses
 from optimize import build_loss, optimize
 from stylenet.color import rgb_to_ycbcr
-from stylenet.image import ImageError, load_tensor
-from stylenet.optimize import (
+from stylenet.gatys import (
     Objective,
     level_sizes,
     loss_curve,
     optimize_image,
     resize_long_side,
 )
+from stylenet.image import ImageError, load_tensor
 
 GATYS_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 CHANNELS = (64, 128, 256, 512, 512)

@@ -128,7 +128,7 @@ def test_kill_9_at_random_moments_and_resume_each_time(tmp_path):
         "trainer.limit_val_batches=0", f"trainer.max_steps={steps}", *TINY,
     ]
     ref = Record()
-    train(compose_train(tmp_path / "ref", [*overrides, "callbacks=none",
+    train(compose_train(tmp_path / "ref", [*overrides, "callbacks=no_checkpoints",
                                            "trainer.enable_checkpointing=false", "~logger"]),
           extra_callbacks=[ref])
 

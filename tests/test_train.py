@@ -125,7 +125,7 @@ def test_multirun_sweep_gives_runs_side_by_side(tmp_path):
         "trainer.max_steps=2",
         "trainer.max_epochs=-1",
         "trainer.val_check_interval=null",
-        "callbacks=none",
+        "callbacks=no_checkpoints",
         "trainer.enable_checkpointing=false",
         f"paths.log_dir={tmp_path}",
     ]
@@ -162,7 +162,7 @@ def test_ddp_trains_in_two_cpu_processes(tmp_path):
         "trainer.max_steps=3",
         "trainer.max_epochs=-1",
         "trainer.val_check_interval=null",
-        "callbacks=none",
+        "callbacks=no_checkpoints",
         "trainer.enable_progress_bar=false",
         f"hydra.run.dir={tmp_path}",
     ]

@@ -1,0 +1,164 @@
+"""Training callbacks, configured in configs/callbacks/:
+
+- FiniteGuard: checks every step's loss and gradients before the optimizer applies them; on NaN
+  or inf it saves the last good state and stops with a message naming the step and the cause.
+- SkippedFiles: logs how many training photos were found unusable (data/skipped_files).
+- ModelFile: at the end of fit, writes the self-contained model file and a stylized sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from typing_extensions import override
+
+from stylenet.image import save_atomic, to_pil
+from stylenet.model_file import save_model
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or inf loss or gradient; the message says where and why."""
+
+
+def checkpoint_dir(trainer: pl.Trainer) -> Path:
+    """Where this run's checkpoints go: the ModelCheckpoint's folder, else <root>/checkpoints."""
+    callback = trainer.checkpoint_callback
+    if callback is not None and getattr(callback, "dirpath", None):
+        return Path(callback.dirpath)
+    return Path(trainer.default_root_dir) / "checkpoints"
+
+
+class FiniteGuard(pl.Callback):
+    """Stops training at the first step whose loss or gradients are NaN or inf, before the
+    optimizer applies it, after saving the state of the last good step as `filename` (last.ckpt,
+    so `ckpt_path=last` resumes from it). The data position saved with it is past the bad batch.
+
+    Lightning's detect_anomaly finds where a NaN came from, at a large cost on every step, and
+    gradient clipping hides an inf rather than stopping; neither keeps the last good state.
+    Under fp16 (a GradScaler is active) inf gradients are normal, skipped steps, so only the
+    loss itself is checked there."""
+
+    def __init__(self, filename: str = "last.ckpt"):
+        self.filename = filename
+        self._loss: torch.Tensor | None = None
+
+    @override
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        self._loss = loss.detach()
+
+    @override
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        loss, self._loss = self._loss, None
+        bad_loss = loss is not None and not bool(torch.isfinite(loss).all())
+        bad_grads = False
+        if getattr(trainer.precision_plugin, "scaler", None) is None and not bad_loss:
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            # One norm over all gradients: inf or NaN if any element is; one sync per step.
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+            bad_grads = not bool(torch.isfinite(norm))
+        bad = bad_loss or bad_grads
+        if trainer.world_size > 1:  # every rank must stop, and save, together
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        path = checkpoint_dir(trainer) / self.filename
+        trainer.save_checkpoint(path)  # weights and optimizer are still those of the last good step
+        raise NonFiniteLossError(self.message(trainer, pl_module, optimizer, loss, bad_loss, path))
+
+    @staticmethod
+    def message(trainer, pl_module, optimizer, loss, bad_loss: bool, path: Path) -> str:
+        step = trainer.global_step + 1
+        value = float(loss) if loss is not None else float("nan")
+        what = f"the loss is {value}" if bad_loss else "the gradients hold NaN or inf"
+        terms = {k: float(v) for k, v in trainer.callback_metrics.items()
+                 if k.startswith("train/")}
+        shown = ", ".join(f"{k}={v:.3g}" for k, v in sorted(terms.items()))
+        return (
+            f"training stopped at step {step}: {what}{f' ({shown})' if shown else ''}. "
+            f"Likely cause: {likely_cause(trainer, pl_module, optimizer, bad_loss, terms)}. "
+            f"The last good state (step {step - 1}) is saved in {path}; no model file was "
+            f"written. Fix the setting, then resume with ckpt_path={path}"
+        )
+
+
+def likely_cause(trainer, pl_module, optimizer, bad_loss: bool, terms: dict[str, float]) -> str:
+    precision = str(trainer.precision)
+    if "16" in precision and "bf16" not in precision:
+        return (f"fp16 overflow (trainer.precision={precision}): use trainer.precision=bf16-mixed "
+                "or 32-true")
+    style_weight = pl_module.loss.style_weight
+    style, content = terms.get("train/style", 0.0), terms.get("train/content", 0.0)
+    # At the reference balance the style term is a few times the content term, not thousands.
+    if math.isfinite(content) and content > 0 and not style <= 1000 * content:
+        return (f"style.style_weight={style_weight:g} is far above the content term (style "
+                f"{style:.3g}, content {content:.3g}; a few times more is usual): lower it")
+    lr = optimizer.param_groups[0].get("lr", math.nan)
+    if not bad_loss:
+        return (f"exploding gradients: near-constant photos (raise data.dataset.min_std) or a "
+                f"learning rate too high (model.optimizer.lr={lr:g})")
+    return (f"a loss weight too high (style.style_weight={style_weight:g}) or a learning rate "
+            f"too high (model.optimizer.lr={lr:g})")
+
+
+class SkippedFiles(pl.Callback):
+    """Logs data/skipped_files: the photos the dataset has flagged unusable so far. The flags
+    live in the dataset (shared by loader workers, saved with the loader's position), so this
+    reads a CPU count and never waits for the GPU."""
+
+    def __init__(self, every_n_steps: int = 50):
+        self.every_n_steps = every_n_steps
+        self._last = -1
+
+    @override
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        count = skipped_files(trainer.datamodule)
+        if count != self._last or trainer.global_step % self.every_n_steps == 0:
+            pl_module.log("data/skipped_files", float(count), on_step=True, batch_size=1)
+            self._last = count
+
+
+def skipped_files(datamodule) -> int:
+    dataset = getattr(datamodule, "dataset", None)
+    return len(dataset.bad_indices()) if hasattr(dataset, "bad_indices") else 0
+
+
+class ModelFile(pl.Callback):
+    """At the end of fit: `filename` (the model file: weights, architecture, style, loss network,
+    resolved config) and `sample` (preview photos above their stylized versions, the style image
+    on the left) in the run folder. Nothing is written after fast_dev_run or when a final metric
+    is not finite. `written` maps model_path / sample_path to what was written."""
+
+    def __init__(self, filename: str = "model.pt", sample: str | None = "sample.jpg"):
+        self.filename = filename
+        self.sample = sample
+        self.written: dict[str, str] = {}
+
+    @override
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        bad = [k for k, v in trainer.callback_metrics.items() if not torch.isfinite(v).all()]
+        if bad:
+            log.error("metrics %s are not finite: no model file written", bad)
+            return
+        out = Path(trainer.default_root_dir)
+        model = save_model(out / self.filename, pl_module.net, pl_module.model_meta(),
+                           config=pl_module.run_config)
+        self.written["model_path"] = str(model)
+        log.info("model file: %s", model)
+        if self.sample and pl_module.preview is not None:
+            sample = save_atomic(to_pil(pl_module.sample_grid()), out / self.sample, quality=92)
+            self.written["sample_path"] = str(sample)
+            log.info("stylized sample: %s", sample)
+
+
+def written_files(trainer: pl.Trainer) -> dict[str, Any]:
+    return {k: v for cb in trainer.callbacks if isinstance(cb, ModelFile)
+            for k, v in cb.written.items()}
