@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_TILE = 1024  # tile side chosen when an image does not fit and no tile= was given
 MIN_TILE = 128  # below this, halving on out-of-memory stops and the error is reported
+# compile=auto compiles on CUDA once untiled passes have seen this many pixels (about 30 1080p
+# frames or 8 photos of 8 Mpx): compiling takes tens of seconds, which only a run that long
+# earns back, and a single photo never does.
+COMPILE_AFTER_PIXELS = 64 * 2**20
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -58,7 +62,13 @@ class Stylizer:
     tile: None tiles only when an image does not fit (estimated up front, or on out-of-memory)
     or would pass the 2^31 index limit; a number always tiles at that side length. overlap,
     stats, stats_size: how tiles are cut and get the whole image's statistics (see Tiler).
-    Built from configs/infer/infer.yaml's `stylizer:` node by hydra.utils.instantiate.
+
+    Untiled passes take the fast path: the plain forward (no statistics), in precision (bf16 or
+    fp16 autocast on a GPU by default), channels_last (None: on for CUDA, where convs run faster
+    in NHWC; off on the CPU) and torch.compile (compile: auto compiles on CUDA once the run has
+    stylized COMPILE_AFTER_PIXELS, never on the CPU; true or false force it; compile_backend is
+    passed to torch.compile). Built from configs/infer/infer.yaml's `stylizer:` node by
+    hydra.utils.instantiate.
     """
 
     def __init__(
@@ -74,8 +84,13 @@ class Stylizer:
         max_size: int | None = None,
         preserve_color: bool = False,
         strength: float = 1.0,
+        channels_last: bool | None = None,
+        compile: bool | str = "auto",
+        compile_backend: str = "inductor",
     ):
         self.strength = check_strength(strength)
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"compile={compile!r}: use auto, true or false")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: use 1 or more")
         if tile is not None and tile < 16:
@@ -87,7 +102,11 @@ class Stylizer:
         self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)
         self.net, self.meta = load_model(model)
-        self.net.to(self.device)
+        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        self.net.to(self.device, memory_format=self._memory_format)
+        self.compile, self.compile_backend = compile, compile_backend
+        self._compiled: torch.nn.Module | None = None
+        self._pixels = 0  # pixels through untiled passes so far (compile=auto)
         self.batch_size = int(batch_size)
         # Multiples of 4 keep tiles on the network's stride-4 grid (see tiling.tile_starts).
         self.tile = None if tile is None else max(16, tile // 4 * 4)
@@ -98,12 +117,28 @@ class Stylizer:
 
     # -- the network -----------------------------------------------------------------------
 
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def _fast_net(self) -> torch.nn.Module:
+        """The module for untiled passes: the net, compiled once compile says so."""
+        if self._compiled is None:
+            auto = self.device.type == "cuda" and self._pixels >= COMPILE_AFTER_PIXELS
+            if self.compile is True or (self.compile == "auto" and auto):
+                log.info("compiling the net for %s (torch.compile, backend %s)", self.device,
+                         self.compile_backend)
+                self._compiled = torch.compile(self.net, backend=self.compile_backend)
+        return self.net if self._compiled is None else self._compiled
+
     def _net(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) on CPU -> stylized on CPU (float32), in the chosen precision."""
-        x = x.to(self.device)
+        """(B, 3, h, w) on CPU -> stylized on CPU (float32): the fast untiled path."""
+        net = self._fast_net()
+        self._pixels += x.shape[0] * x.shape[-2] * x.shape[-1]
+        x = x.to(self.device, memory_format=self._memory_format)
         use_autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=use_autocast):
-            y = self.net(x)
+            y = net(x)
         return y.float().clamp(0, 1).cpu()
 
     def _fits(self, h: int, w: int, batch: int = 1) -> bool:

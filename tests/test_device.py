@@ -209,3 +209,17 @@ def test_a_batch_over_the_index_limit_is_split_not_tiled(paper_model):
 def test_a_tile_over_the_index_limit_is_refused(paper_model):
     with fake_cuda(), pytest.raises(ValueError, match="tile=6000: .* smaller tile"):
         Stylizer(paper_model, device="cuda", tile=6000)(torch.rand(3, 6400, 6400))
+
+
+def test_compile_auto_waits_for_enough_pixels_on_the_gpu(model_file, monkeypatch):
+    monkeypatch.setattr(stylenet.stylize, "COMPILE_AFTER_PIXELS", 2 * 40 * 40)
+    with fake_cuda() as ops:
+        stylizer = Stylizer(model_file, device="cuda")
+        assert stylizer.channels_last  # the default on CUDA
+        compiled = []
+        for _ in range(3):
+            stylizer(torch.rand(3, 40, 40))
+            compiled.append(stylizer._compiled is not None)
+    # compiled for the third image: the first two reach the threshold
+    assert compiled == [False, False, True]
+    assert ops.conv_devices == {"cuda"}

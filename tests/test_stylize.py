@@ -5,6 +5,7 @@ import torch
 from models import save_tiny_model
 from PIL import Image
 
+import stylenet.stylize
 from stylenet.color import rgb_to_ycbcr
 from stylenet.image import load_tensor, read_photo
 from stylenet.stylize import Stylizer
@@ -131,3 +132,35 @@ def test_max_size_and_quality(model_file, tmp_path):
     small = s.stylize_file(tmp_path / "p.png", tmp_path / "q10.jpg", quality=10)
     big = s.stylize_file(tmp_path / "p.png", tmp_path / "q95.webp", quality=95)
     assert small.stat().st_size < big.stat().st_size
+
+
+def test_channels_last_gives_the_same_output(model_file):
+    x = smooth_image(45, 62)
+    plain = Stylizer(model_file, device="cpu")(x)
+    nhwc = Stylizer(model_file, device="cpu", channels_last=True)
+    assert nhwc.net.conv1.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(nhwc(x), plain, atol=1e-5)
+
+
+def test_compile_gives_the_same_output(model_file):
+    graphs = []
+
+    def recording_backend(gm, example_inputs):  # runs the captured graph as it is
+        graphs.append(gm)
+        return gm.forward
+
+    x = smooth_image(45, 62)
+    plain = Stylizer(model_file, device="cpu")(x)
+    compiled = Stylizer(model_file, device="cpu", compile=True, compile_backend=recording_backend)
+    assert torch.allclose(compiled(x), plain, atol=1e-5)
+    assert graphs  # the compiled module did run
+    with pytest.raises(ValueError, match="compile='yes': use auto, true or false"):
+        Stylizer(model_file, device="cpu", compile="yes")
+
+
+def test_compile_auto_stays_off_on_the_cpu(model_file, monkeypatch):
+    monkeypatch.setattr(stylenet.stylize, "COMPILE_AFTER_PIXELS", 1)
+    stylizer = Stylizer(model_file, device="cpu")
+    for _ in range(2):
+        stylizer(smooth_image(20, 20))
+    assert stylizer._compiled is None
