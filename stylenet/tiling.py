@@ -112,6 +112,9 @@ class Tiler:
                  stats_size: int = 1024):
         if stats not in STATS:
             raise ValueError(f"stats={stats!r}: use exact or downscaled")
+        if stats == "downscaled" and largest_activation(net, stats_size, stats_size) > INDEX_LIMIT:
+            raise ValueError(f"stats_size={stats_size}: the measured copy would make tensors over "
+                             "the 2^31 index limit of GPU kernels: use a smaller stats_size")
         self.net, self.device, self.dtype = net, device, dtype
         self.overlap = overlap // 4 * 4
         self.batch_size = batch_size
@@ -134,12 +137,12 @@ class Tiler:
         with self._autocast():
             return next(islice(self.net.steps(x.to(self.device), stats), k, None))
 
-    def tiles_per_pass(self, th: int, tw: int) -> int:
+    def tiles_per_pass(self, th: int, tw: int, tile: int) -> int:
         """batch_size, or fewer where a batch of th x tw tiles would pass INDEX_LIMIT."""
         largest = largest_activation(self.net, th, tw)
         if largest > INDEX_LIMIT:
-            raise ValueError(f"tile={max(th, tw)}: a {tw}x{th} tile makes tensors over the 2^31 "
-                             "index limit of GPU kernels: use a smaller tile (or null)")
+            raise ValueError(f"tile={tile}: a {tw}x{th} tile makes tensors over the 2^31 index "
+                             "limit of GPU kernels: use a smaller tile (or null)")
         return max(1, min(self.batch_size, INDEX_LIMIT // largest))
 
     @torch.inference_mode()
@@ -155,7 +158,7 @@ class Tiler:
         for y, th in ys:
             for x0, tw in xs:
                 groups.setdefault((th, tw), []).append((y, th, x0, tw))
-        per_pass = {size: self.tiles_per_pass(*size) for size in groups}
+        per_pass = {size: self.tiles_per_pass(*size, tile) for size in groups}
         stats = self.exact_stats(x, ys, xs) if self.stats == "exact" else self.downscaled_stats(x)
         for size, group in groups.items():
             for i in range(0, len(group), per_pass[size]):

@@ -206,9 +206,12 @@ def test_a_batch_over_the_index_limit_is_split_not_tiled(paper_model):
     assert ops.largest <= INDEX_LIMIT
 
 
-def test_a_tile_over_the_index_limit_is_refused(paper_model):
+def test_a_tile_or_stats_size_over_the_index_limit_is_refused(paper_model):
     with fake_cuda(), pytest.raises(ValueError, match="tile=6000: .* smaller tile"):
-        Stylizer(paper_model, device="cuda", tile=6000)(torch.rand(3, 6400, 6400))
+        Stylizer(paper_model, device="cuda", tile=6000)(torch.rand(3, 6400, 6403))
+    with pytest.raises(ValueError, match="stats_size=6000: .* smaller stats_size"):
+        Stylizer(paper_model, device="cpu", stats="downscaled", stats_size=6000)
+    Stylizer(paper_model, device="cpu", stats="downscaled", stats_size=5788)
 
 
 def test_compile_auto_waits_for_enough_pixels_on_the_gpu(model_file, monkeypatch):
