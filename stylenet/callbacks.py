@@ -36,18 +36,36 @@ def checkpoint_dir(trainer: pl.Trainer) -> Path:
 
 
 class FiniteGuard(pl.Callback):
-    """Stops training at the first step whose loss or gradients are NaN or inf, before the
-    optimizer applies it, after saving the state of the last good step as `filename` (last.ckpt,
-    so `ckpt_path=last` resumes from it). The data position saved with it is past the bad batch.
+    """Stops training at the first step whose loss or gradients are NaN or inf, without letting
+    the optimizer apply them: saves the state as `filename` (last.ckpt, so `ckpt_path=last`
+    resumes from it) and stops with a message naming the step and the likely cause.
+
+    The check costs no host sync in the common case: every step computes one fused finite flag on
+    the device and, when it is false, the update is dropped there (fused Adam skips it, as under
+    a GradScaler; other optimizers get zeroed gradients): no NaN or inf reaches the weights. The
+    flag is read every `every_n_steps` steps and at the end of training. With every_n_steps=1
+    training stops before the bad step, with the state of the last good one; otherwise it stops
+    at the next check, with finite weights, naming the first bad step. The data position saved
+    is past the bad batch.
 
     Lightning's detect_anomaly finds where a NaN came from, at a large cost on every step, and
-    gradient clipping hides an inf rather than stopping; neither keeps the last good state.
+    gradient clipping hides an inf rather than stopping; neither keeps a good state.
     Under fp16 (a GradScaler is active) inf gradients are normal, skipped steps, so only the
     loss itself is checked there."""
 
-    def __init__(self, filename: str = "last.ckpt"):
+    def __init__(self, filename: str = "last.ckpt", every_n_steps: int = 50):
+        if every_n_steps < 1:
+            raise ValueError(f"callbacks.finite_guard.every_n_steps={every_n_steps}: use 1 or more")
         self.filename = filename
+        self.every_n_steps = every_n_steps
         self._loss: torch.Tensor | None = None
+        self._first_bad: torch.Tensor | None = None  # step number of the first bad step, or -1
+        self._bad_loss: torch.Tensor | None = None  # that step's loss
+
+    @override
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=pl_module.device)
+        self._bad_loss = torch.zeros((), device=pl_module.device)
 
     @override
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
@@ -56,35 +74,59 @@ class FiniteGuard(pl.Callback):
     @override
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         loss, self._loss = self._loss, None
-        bad_loss = loss is not None and not bool(torch.isfinite(loss).all())
-        bad_grads = False
-        if getattr(trainer.precision_plugin, "scaler", None) is None and not bad_loss:
+        step = trainer.global_step + 1
+        finite = torch.isfinite(loss).all() if loss is not None else torch.ones((), dtype=bool)
+        if getattr(trainer.precision_plugin, "scaler", None) is None:
             grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-            # One norm over all gradients: inf or NaN if any element is; one sync per step.
-            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-            bad_grads = not bool(torch.isfinite(norm))
-        bad = bad_loss or bad_grads
+            if grads:  # one norm over all gradients: inf or NaN if any element is
+                finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(grads))
+                if getattr(optimizer, "_step_supports_amp_scaling", False):
+                    # Fused Adam skips the whole update (and its step count) on the device
+                    # where found_inf is 1, as under a GradScaler.
+                    optimizer.found_inf = (~finite).float()
+                else:
+                    for g in grads:  # plain Adam then moves on its momentum alone
+                        g.masked_fill_(~finite, 0.0)
+        new = (self._first_bad < 0) & ~finite
+        self._first_bad = torch.where(new, step, self._first_bad)
+        if loss is not None:
+            self._bad_loss = torch.where(new, loss.float(), self._bad_loss)
+        if step % self.every_n_steps == 0:
+            self._check(trainer, pl_module, optimizer, last_good=step - 1)
+
+    @override
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._check(trainer, pl_module, trainer.optimizers[0], last_good=trainer.global_step)
+
+    def _check(self, trainer, pl_module, optimizer, last_good: int) -> None:
+        first_bad = int(self._first_bad)  # the one host sync, every every_n_steps steps
         if trainer.world_size > 1:  # every rank must stop, and save, together
-            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if not bad:
+            first_bad = first_bad if trainer.strategy.reduce_boolean_decision(
+                first_bad >= 0, all=False) else -1
+            if first_bad < 0 and trainer.strategy.reduce_boolean_decision(False, all=False):
+                first_bad = last_good + 1
+        if first_bad < 0:
             return
         path = checkpoint_dir(trainer) / self.filename
-        trainer.save_checkpoint(path)  # weights and optimizer are still those of the last good step
-        raise NonFiniteLossError(self.message(trainer, pl_module, optimizer, loss, bad_loss, path))
+        trainer.save_checkpoint(path)  # finite weights: the bad steps' updates were dropped
+        raise NonFiniteLossError(self.message(trainer, pl_module, optimizer, first_bad,
+                                              float(self._bad_loss), last_good, path))
 
     @staticmethod
-    def message(trainer, pl_module, optimizer, loss, bad_loss: bool, path: Path) -> str:
-        step = trainer.global_step + 1
-        value = float(loss) if loss is not None else float("nan")
-        what = f"the loss is {value}" if bad_loss else "the gradients hold NaN or inf"
+    def message(trainer, pl_module, optimizer, bad_step: int, loss: float, last_good: int,
+                path: Path) -> str:
+        bad_loss = not math.isfinite(loss)
+        what = f"the loss is {loss}" if bad_loss else "the gradients hold NaN or inf"
         terms = {k: float(v) for k, v in trainer.callback_metrics.items()
                  if k.startswith("train/")}
         shown = ", ".join(f"{k}={v:.3g}" for k, v in sorted(terms.items()))
+        state = ("the last good state" if last_good == bad_step - 1 else
+                 "the state with finite weights (the bad steps' updates were dropped)")
         return (
-            f"training stopped at step {step}: {what}{f' ({shown})' if shown else ''}. "
+            f"training stopped at step {bad_step}: {what}{f' ({shown})' if shown else ''}. "
             f"Likely cause: {likely_cause(trainer, pl_module, optimizer, bad_loss, terms)}. "
-            f"The last good state (step {step - 1}) is saved in {path}; no model file was "
-            f"written. Fix the setting, then resume with ckpt_path={path}"
+            f"{state[0].upper()}{state[1:]} (step {last_good}) is saved in {path}; no model "
+            f"file was written. Fix the setting, then resume with ckpt_path={path}"
         )
 
 

@@ -149,7 +149,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_state(tmp_path, cf
     good_model = save_model(tmp_path / "model.pt", *_tiny_net())  # from an earlier run
     before = good_model.read_bytes()
     inject = InjectNaN(at_step=4)
-    cfg = cfg_train("trainer.max_steps=8", "data.batch_size=2", *TINY)
+    cfg = cfg_train("trainer.max_steps=8", "data.batch_size=2",
+                    "callbacks.finite_guard.every_n_steps=1", *TINY)
     with pytest.raises(NonFiniteLossError) as e:
         train(cfg, extra_callbacks=[inject])
     text = str(e.value)
@@ -167,6 +168,23 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_state(tmp_path, cf
     metrics = train(cfg_train("trainer.max_steps=8", "data.batch_size=2", "ckpt_path=last", *TINY))
     assert metrics["global_step"] == 8
     assert Path(metrics["model_path"]).read_bytes() != before
+
+
+@pytest.mark.slow
+def test_nan_between_checks_never_reaches_the_weights(tmp_path, cfg_train):
+    """Checked every 5 steps (no host sync in between): a NaN at step 2 drops that update on the
+    device, and the run stops at the check with finite weights, naming step 2."""
+    inject = InjectNaN(at_step=2)
+    cfg = cfg_train("trainer.max_steps=8", "data.batch_size=2",
+                    "callbacks.finite_guard.every_n_steps=5", *TINY)
+    with pytest.raises(NonFiniteLossError) as e:
+        train(cfg, extra_callbacks=[inject])
+    text = str(e.value)
+    assert "training stopped at step 2: the loss is nan" in text
+    assert "finite weights" in text and "(step 4)" in text
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4
+    assert all(torch.isfinite(v).all() for k, v in ckpt["state_dict"].items())
 
 
 def test_style_weight_far_too_high_is_named_as_the_cause(cfg_train):
