@@ -68,6 +68,7 @@ class StyleTransferModule(pl.LightningModule):
         channels_last: bool | None = None,
         compile: bool | None = None,
         compile_mode: str | None = None,
+        compile_backend: str = "inductor",
         run_config: str = "",
     ):
         super().__init__()
@@ -83,6 +84,7 @@ class StyleTransferModule(pl.LightningModule):
         self.channels_last = channels_last
         self.compile = compile
         self.compile_mode = compile_mode
+        self.compile_backend = compile_backend
         self.preview: torch.Tensor | None = None  # (P, 3, S, S) uint8, from the datamodule
 
     @override
@@ -103,8 +105,8 @@ class StyleTransferModule(pl.LightningModule):
         if self.compile and not getattr(self, "_compiled", False):
             # nn.Module.compile() compiles in place: state_dict keys stay free of `_orig_mod.`,
             # so checkpoints and model files are the same with and without compile.
-            self.net.compile(mode=self.compile_mode)
-            self.loss.compile(mode=self.compile_mode)
+            self.net.compile(mode=self.compile_mode, backend=self.compile_backend)
+            self.loss.compile(mode=self.compile_mode, backend=self.compile_backend)
             self._compiled = True
         log.info("speed switches on %s: channels_last=%s compile=%s (mode %s)",
                  device_type, self.channels_last, self.compile, self.compile_mode or "default")
@@ -130,15 +132,19 @@ class StyleTransferModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(self, images: torch.Tensor, compiled: bool = True) -> dict[str, torch.Tensor]:
         """uint8 photos (B, 3, H, W) on the device -> the weighted loss terms and 'total'.
-        The one place the step's math lives: training, validation and benchmarks call it."""
+        The one place the step's math lives: training, validation and benchmarks call it.
+        compiled=False runs the eager forwards (calling .forward() skips nn.Module.compile):
+        validation's batch size and no-grad mode would otherwise recompile the training graph."""
         x = self._to_input(images)
+        if not compiled:
+            return self.loss.forward(self.net.forward(x), x)
         return self.loss(self.net(x), x)
 
     def _shared_step(self, images: torch.Tensor, stage: str) -> torch.Tensor:
-        terms = self.losses(images)
         train = stage == "train"
+        terms = self.losses(images, compiled=train)
         self.log_dict(
             {f"{stage}/{k}": v for k, v in terms.items()},
             on_step=train, on_epoch=not train, batch_size=len(images), sync_dist=not train,
@@ -161,12 +167,13 @@ class StyleTransferModule(pl.LightningModule):
 
     @torch.no_grad()
     def stylize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 or float images -> stylized float images in 0..1, in eval mode."""
+        """uint8 or float images -> stylized float images in 0..1, in eval mode, eagerly (the
+        previews' size and eval mode would otherwise recompile the training graph)."""
         was_training = self.net.training
         self.net.eval()
         x = images.to(self.device)
         x = self._to_input(x) if x.dtype == torch.uint8 else x
-        out = self.net(x).float().clamp(0, 1)
+        out = self.net.forward(x).float().clamp(0, 1)
         self.net.train(was_training)
         return out
 

@@ -45,3 +45,28 @@ def test_a_training_step_has_no_host_sync(cfg_train):
     train(cfg_train("trainer.max_steps=7", "model.net.channels=[8,16,32]",
                     "model.net.num_residual=1"), extra_callbacks=[count])
     assert count.counts == [0, 0, 0, 0]
+
+
+def test_previews_and_validation_do_not_recompile_the_training_graph(cfg_train):
+    """compile on the CPU with the eager backend: graphs are traced and guarded as on a GPU, so
+    a preview at another size or a validation batch under no_grad would show as a new graph."""
+    from torch._dynamo.utils import counters
+
+    class Graphs(Callback):
+        after_first = None
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == 1:
+                self.after_first = counters["stats"]["unique_graphs"]
+
+    torch._dynamo.reset()
+    graphs = Graphs()
+    metrics = train(cfg_train(
+        "trainer.max_steps=6", "model.net.channels=[8,16,32]", "model.net.num_residual=1",
+        "model.compile=true", "model.compile_backend=eager", "model.preview_every_n_steps=2",
+        "+data.preview_size=48", "trainer.val_check_interval=3", "trainer.limit_val_batches=2",
+        "trainer.check_val_every_n_epoch=null", "trainer.max_epochs=-1", "data.val_size=3",
+    ), extra_callbacks=[graphs])
+    assert "val/total" in metrics  # validation ran
+    assert graphs.after_first > 0  # the training step was compiled
+    assert counters["stats"]["unique_graphs"] == graphs.after_first
