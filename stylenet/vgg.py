@@ -120,7 +120,17 @@ class VGGFeatures(nn.Module):
             if path.suffix == ".h5":
                 state = load_keras_h5(path)
             else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception as e:  # noqa: BLE001 - truncated, not torch, or pickled code
+                    raise ValueError(
+                        f"VGG weights file {path} is not a readable torch file "
+                        f"({type(e).__name__}): pass a torchvision VGG state_dict (.pth), a "
+                        "Keras .h5, or a file written by python -m stylenet.vgg_file"
+                    ) from None
+                if not isinstance(state, dict):
+                    raise ValueError(f"VGG weights file {path} holds a {type(state).__name__}, "
+                                     "not a state_dict: pass a torchvision VGG state_dict")
                 self._check_convention(path, state.get("input_convention"))
                 state = state.get("state_dict", state)
         state = {k.removeprefix("features."): v for k, v in state.items()}

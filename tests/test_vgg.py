@@ -158,3 +158,14 @@ def test_missing_imagenet_weights_name_the_alternatives(monkeypatch, tmp_path):
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         VGGFeatures(TAPS, weights=str(tmp_path / "nope.pth"))
+
+
+def test_unreadable_weights_file_is_a_one_line_error(tmp_path):
+    path = tmp_path / "vgg.pth"
+    path.write_bytes(b"not a state dict")
+    with pytest.raises(ValueError, match="vgg.pth is not a readable torch file") as e:
+        VGGFeatures(TAPS, weights=str(path))
+    assert "\n" not in str(e.value)
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(ValueError, match="holds a Tensor"):
+        VGGFeatures(TAPS, weights=str(path))
