@@ -46,7 +46,10 @@ import torch.nn.functional as F  # noqa: E402
 
 from stylenet.image import list_images, load_tensor  # noqa: E402
 
-PSNR_DB = 40.0  # tiled vs untiled and ONNX vs PyTorch: the bar benchmarks/bench.py uses
+PSNR_DB = 40.0  # ONNX vs PyTorch, and tiled vs untiled in bf16/fp16: benchmarks/bench.py's bar
+# Tiled vs untiled in fp32 (the CPU): equal up to summation order, 70+ dB; tiles normalised with
+# their own statistics instead of the whole image's score ~45 dB even at tiny sizes.
+PSNR_FP32_DB = 60.0
 STYLE_IMAGE = ROOT / "data" / "styles" / "mosaic.png"
 
 
@@ -262,7 +265,8 @@ class Capture(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def stylize(ctx: Context, size: int, tile: int | None) -> tuple[torch.Tensor, list[str]]:
+def stylize(ctx: Context, size: int, tile: int | None
+            ) -> tuple[torch.Tensor, list[str], torch.dtype]:
     from stylenet.stylize import Stylizer
 
     logger = logging.getLogger("stylenet.stylize")
@@ -278,7 +282,7 @@ def stylize(ctx: Context, size: int, tile: int | None) -> tuple[torch.Tensor, li
         logger.setLevel(level)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
-    return out, capture.lines
+    return out, capture.lines, stylizer.dtype
 
 
 def valid_image(out: torch.Tensor, size: int) -> list[str]:
@@ -298,7 +302,7 @@ def row_stylize_auto(ctx: Context, size: int, results: dict) -> tuple[bool, str]
 
     net, _ = load_model(ctx.model)
     over = largest_activation(net, size, size) > INDEX_LIMIT
-    out, lines = stylize(ctx, size, tile=None)
+    out, lines, _ = stylize(ctx, size, tile=None)
     tiled = any("tiling at" in line for line in lines)
     problems = valid_image(out, size)
     if over and not any("2^31" in line for line in lines):
@@ -311,17 +315,17 @@ def row_stylize_auto(ctx: Context, size: int, results: dict) -> tuple[bool, str]
 
 def row_stylize_tiled(ctx: Context, size: int, results: dict) -> tuple[bool, str]:
     tile = ctx.s.tile
-    out, _ = stylize(ctx, size, tile=tile)
+    out, _, dtype = stylize(ctx, size, tile=tile)
     problems = valid_image(out, size)
     auto, auto_tiled = results.get(size, (None, True))
     if auto is None or auto_tiled:
         return not problems, "; ".join(problems) or (
             f"tile={tile} exact stats; untiled does not fit: no PSNR")
-    db = psnr(out, auto)
-    if db < PSNR_DB:
-        problems.append(f"tiled vs untiled PSNR {db:.1f} dB < {PSNR_DB:.0f}")
+    db, bar = psnr(out, auto), PSNR_FP32_DB if dtype == torch.float32 else PSNR_DB
+    if db < bar:
+        problems.append(f"tiled vs untiled PSNR {db:.1f} dB < {bar:.0f} ({dtype})")
     return not problems, "; ".join(problems) or (
-        f"tile={tile} exact stats: {db:.1f} dB vs untiled")
+        f"tile={tile} exact stats: {db:.1f} dB vs untiled ({str(dtype).removeprefix('torch.')})")
 
 
 def row_onnx(ctx: Context) -> tuple[bool, str]:

@@ -62,22 +62,22 @@ def test_tiny_cpu_run_passes_every_row(photos, tmp_path, capsys, one_thread):
     failed = {k: r["detail"] for k, r in rows.items() if not r["ok"]}
     assert not failed
     assert saved["passed"]
+    width = max(len(k) for k in rows)
     for r in rows.values():
         assert r["seconds"] > 0 and r["peak_gib"] > 0
-        assert f"{r['check']:<22}  pass" in printed  # the one table
+        assert f"{r['check']:<{width}}  pass" in printed  # the one table
 
     assert "32-true channels_last=False compile=False" in rows[expected[0]]["detail"]
     assert f"step {s.first_steps} -> {s.steps}" in rows[expected[1]]["detail"]
     # tiled rows compare with the untiled output where it fits: every tiny size does
     for size in s.stylize:
         detail = rows[f"stylize {size} px tile={s.tile}"]["detail"]
-        assert float(detail.split(": ")[1].split(" dB")[0]) >= gpu_check.PSNR_DB
+        assert float(detail.split(": ")[1].split(" dB")[0]) >= gpu_check.PSNR_FP32_DB
     assert (tmp_path / "w" / "run" / "model.pt").is_file()
     assert (tmp_path / "w" / "gatys.jpg").is_file()
 
     (path,) = out.glob("*_gpu_check_cpu_tiny.json")
     assert json.loads(path.read_text())["rows"] == saved["rows"]
-    assert saved["total_s"] < 60
 
 
 @pytest.mark.slow
