@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 os.environ.setdefault("STYLENET_ROOT", str(Path(__file__).resolve().parent))
 
+from stylenet.cli import check_required, run  # noqa: E402
 from stylenet.color import blend, check_strength, preserve_color  # noqa: E402
-from stylenet.gatys import RunLog, optimize_image  # noqa: E402
+from stylenet.gatys import RunLog, level_sizes, optimize_image  # noqa: E402
 from stylenet.image import (  # noqa: E402
     ImageError,
     check_image_path,
@@ -44,6 +45,11 @@ def default_log_dir(output: Path) -> Path:
 
 def check_config(cfg: DictConfig) -> Path:
     """Fail before any work on settings that can be checked up front; returns the output path."""
+    if not isinstance(cfg.loss, DictConfig):  # loss=vgg16_offline: train.py's group
+        raise ValueError(f"loss={cfg.loss}: optimize.py picks its loss network with network= "
+                         "(vgg19, vgg16, vgg16_offline), e.g. network=vgg16_offline; loss.* "
+                         "holds the loss settings")
+    check_required(cfg)
     out = check_image_path(cfg.output)
     check_overwrite(out, cfg.overwrite, Path(cfg.content))
     check_strength(cfg.strength)
@@ -78,8 +84,16 @@ def optimize(cfg: DictConfig) -> Path:
                          quality=cfg.quality)
         OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
                        run_log.dir / "config.yaml", resolve=True)
-    log.info("optimising %dx%d on %s: %s, %d steps", content.shape[-1], content.shape[-2],
-             device, cfg.optimizer._target_.rsplit(".", 1)[-1], cfg.iterations)
+    levels = cfg.multiscale.levels
+    steps = cfg.iterations + (levels - 1) * cfg.multiscale.iterations
+    split = ""
+    if levels > 1:  # e.g. "(200 at 256x192, 200 at 512x384, then 500 at 1024x768)"
+        sizes = level_sizes(content.shape[-2], content.shape[-1], levels)
+        split = " (" + ", ".join(f"{cfg.multiscale.iterations} at {w}x{h}"
+                                 for h, w in sizes[:-1])
+        split += f", then {cfg.iterations} at {sizes[-1][1]}x{sizes[-1][0]})"
+    log.info("optimising %dx%d on %s: %s, %d steps%s", content.shape[-1], content.shape[-2],
+             device, cfg.optimizer._target_.rsplit(".", 1)[-1], steps, split)
     start = time.perf_counter()
     try:
         image = optimize_image(
@@ -94,7 +108,7 @@ def optimize(cfg: DictConfig) -> Path:
             image = preserve_color(content, image)
         image = blend(content, image, cfg.strength)
         save_atomic(to_pil(image), out, quality=cfg.quality)
-        log.info("wrote %s: %d steps in %.1f s on %s", out, cfg.iterations, seconds, device)
+        log.info("wrote %s: %d steps in %.1f s on %s", out, steps, seconds, device)
     finally:  # a failed run still leaves its loss curve and summary, to see what happened
         if run_log is not None:
             run_log.close({"optimize_seconds": round(time.perf_counter() - start, 3),
@@ -113,4 +127,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

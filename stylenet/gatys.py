@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from PIL import Image, ImageDraw
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
+from stylenet.cli import Heartbeat
 from stylenet.image import atomic_write, save_atomic, to_pil
 from stylenet.losses import PerceptualLoss
 
@@ -107,6 +109,7 @@ def optimize_image(
     coarser level. style_size: the style image's longer side at full size (None: the output's);
     coarser levels shrink it in proportion so the strokes keep their size relative to the image.
     on_step(step, terms, image) is called after every step with the losses at the step's start.
+    Without a progress bar on a terminal, a log line every few seconds says where it is.
     """
     if init not in ("content", "noise"):
         raise ValueError(f"init={init!r}: use 'content' (start from the photo) or 'noise'")
@@ -120,7 +123,9 @@ def optimize_image(
 
     image = None
     step = 0
-    bar = tqdm(total=sum(steps), desc="optimize", unit="it", disable=not progress, leave=False)
+    total = sum(steps)
+    bar = tqdm(total=total, desc="optimize", unit="it", disable=not progress, leave=False)
+    beat = None if progress and sys.stderr.isatty() else Heartbeat(log, total)
     for (lh, lw), n in zip(sizes, steps, strict=True):
         scale = lh / h
         target = TF.resize(content, [lh, lw], antialias=True) if (lh, lw) != (h, w) else content
@@ -155,6 +160,9 @@ def optimize_image(
                             refresh=False)
             bar.update(1)
             step += 1
+            if beat is not None:
+                beat(step, "step %d/%d at %dx%d: content %.3g, style %.3g", step, total, lw, lh,
+                     terms["content"], terms["style"])
         image = x.detach()[0]
         log.info("level %dx%d: %d steps, %d loss evaluations", lw, lh, n, objective.evaluations)
     bar.close()

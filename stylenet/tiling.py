@@ -12,12 +12,16 @@ untiled pass can pass it while memory is plentiful; activation_sizes() says when
 
 from __future__ import annotations
 
+import logging
 from itertools import islice
 
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from stylenet.cli import Heartbeat
 from stylenet.transformer import NormStats, TransformerNet
+
+log = logging.getLogger(__name__)
 
 # CUDA kernels (reflection pad, nearest upsample, cuDNN convs) index tensors with 32-bit ints and
 # refuse larger ones ("input tensor must fit into 32-bit index math"), whatever the free memory.
@@ -159,7 +163,13 @@ class Tiler:
             for x0, tw in xs:
                 groups.setdefault((th, tw), []).append((y, th, x0, tw))
         per_pass = {size: self.tiles_per_pass(*size, tile) for size in groups}
+        n = len(ys) * len(xs)
+        # A large image takes minutes on the CPU: say so, and where it is, in logs and pipes too.
+        passes = len(list(self.net.norms())) if self.stats == "exact" else 0
+        log.info("tiling %dx%d in %d tiles of %d px (%s statistics%s)", w, h, n, tile, self.stats,
+                 f": {passes} passes over the tiles, then the output" if passes else "")
         stats = self.exact_stats(x, ys, xs) if self.stats == "exact" else self.downscaled_stats(x)
+        beat, done = Heartbeat(log, n), 0
         for size, group in groups.items():
             for i in range(0, len(group), per_pass[size]):
                 chunk = group[i : i + per_pass[size]]
@@ -170,6 +180,8 @@ class Tiler:
                     wt = wy[:, None] * wx[None, :]
                     out[0, :, y : y + th, x0 : x0 + tw] += styled * wt
                     weight[0, 0, y : y + th, x0 : x0 + tw] += wt
+                done += len(chunk)
+                beat(done, "tiling %dx%d: output tile %d/%d", w, h, done, n)
         return out / weight
 
     def exact_stats(self, x: torch.Tensor, ys: list, xs: list) -> list[NormStats]:
@@ -181,11 +193,15 @@ class Tiler:
         spans = [(y, th, oy, x0, tw, ox) for (y, th), oy in zip(ys, owned(ys), strict=True)
                  for (x0, tw), ox in zip(xs, owned(xs), strict=True)]
         stats: list[NormStats] = []
-        for k, norm in enumerate(self.net.norms()):
+        norms = list(self.net.norms())
+        beat = Heartbeat(log, len(norms) * len(spans))
+        for k, norm in enumerate(norms):
             # sum and sum of squares per channel, on the device where the features are
             sums = torch.zeros(2, norm.num_features, dtype=torch.float64, device=self.device)
             count = 0
-            for y, th, (y0, y1), x0, tw, (x1, x2) in spans:
+            for i, (y, th, (y0, y1), x0, tw, (x1, x2)) in enumerate(spans, start=1):
+                beat(k * len(spans) + i, "tiling: statistics pass %d/%d, tile %d/%d", k + 1,
+                     len(norms), i, len(spans))
                 feat = self._norm_input(x[..., y : y + th, x0 : x0 + tw], k, stats).double()
                 f = -(-th // 4) * 4 // feat.shape[-2]  # padded tile side / map side: 1, 2 or 4
                 part = feat[0, :, y0 // f : None if y1 is None else y1 // f,
