@@ -8,6 +8,7 @@ infer(cfg) only picks the mode and is a plain function (tests call it); main() a
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -15,7 +16,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig
 
-from stylenet.cli import one_line_errors
+from stylenet.cli import check_required, one_line_errors, run
 from stylenet.image import Photo, check_image_path, check_overwrite, write_photo
 from stylenet.inputs import check_format, find_inputs, stylize_files
 from stylenet.sheet import contact_sheet
@@ -57,6 +58,8 @@ def infer(cfg: DictConfig) -> list[Path]:
     stylizer = build_stylizer(cfg, models[0])
     dst = Path(cfg.output)
     if base is None:
+        if str(cfg.output).endswith(("/", os.sep)):  # output=styled/: a folder, made if need be
+            dst.mkdir(parents=True, exist_ok=True)
         dst = dst / files[0].name if dst.is_dir() else dst
         written = [stylizer.stylize_file(files[0], dst, cfg.overwrite, cfg.quality)]
     else:
@@ -71,8 +74,9 @@ def infer(cfg: DictConfig) -> list[Path]:
 @hydra.main(version_base="1.3", config_path="configs/infer", config_name="infer")
 def main(cfg: DictConfig) -> None:
     with one_line_errors():
+        check_required(cfg)
         infer(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

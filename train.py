@@ -12,6 +12,8 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,12 +25,15 @@ OmegaConf.register_new_resolver(
 
 from stylenet.callbacks import NonFiniteLossError, skipped_files, written_files  # noqa: E402
 from stylenet.checkpoint import resolve_checkpoint  # noqa: E402
+from stylenet.cli import check_added_keys, check_required, run  # noqa: E402
 from stylenet.image import ImageError  # noqa: E402
 from stylenet.module import load_style  # noqa: E402
 
 log = logging.getLogger("stylenet.train")
 
 HPARAM_METRICS = ("hp/val_content", "hp/val_style", "hp/val_total")
+# Groups whose keys a `+key=value` typo would silently add to (see check_added_keys).
+CHECKED_GROUPS = ("style", "loss", "data", "model")
 
 
 def build(node: DictConfig, **kwargs) -> Any:
@@ -42,8 +47,25 @@ def build(node: DictConfig, **kwargs) -> Any:
         raise
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """The command line as given: required settings left out, keys added with a typo."""
+    if "hydra" in cfg:  # composed with return_hydra_config (stylenet.config.compose_train)
+        overrides = cfg.hydra.overrides.task
+    else:
+        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    try:
+        check_required(cfg)
+        check_added_keys(cfg, overrides, CHECKED_GROUPS)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
 def check_run(cfg: DictConfig) -> None:
     """Settings that no object checks when it is built: fail before any work."""
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"trainer.accelerator={accelerator}, but this machine has no CUDA GPU: "
+                         "train on the CPU with trainer=cpu (or try debug=default)")
     lr = OmegaConf.select(cfg, "model.optimizer.lr")
     if lr is not None and not lr > 0:
         raise SystemExit(f"model.optimizer.lr={lr} must be > 0: the reference recipe uses 1e-3")
@@ -68,6 +90,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     """Train; the callbacks write the model file and a stylized sample. Returns the final metrics
     (and model_path, sample_path, skipped_files, global_step). extra_callbacks are added to the
     configured ones (for programmatic use)."""
+    check_settings(cfg)
     style = OmegaConf.to_container(cfg.style, resolve=True)
     try:
         style_image, style["sha256"] = load_style(style)
@@ -115,4 +138,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -336,7 +336,8 @@ def row_onnx(ctx: Context) -> tuple[bool, str]:
         import onnxruntime as ort
     except ImportError:
         return False, "onnxruntime is not installed: pip install onnxruntime (or stylenet[onnx])"
-    path = export(ctx.model, "onnx", ctx.work / "model.onnx", check=True)  # CPU check, 37x53
+    # CPU check, 37x53; a rerun in the same --work folder replaces its own file.
+    path = export(ctx.model, "onnx", ctx.work / "model.onnx", check=True, overwrite=True)
     providers = ["CPUExecutionProvider"]
     if ctx.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")

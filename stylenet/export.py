@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from stylenet.cli import one_line_errors
+from stylenet.cli import check_required, one_line_errors, run
 from stylenet.image import atomic_write, check_overwrite
 from stylenet.model_file import ModelFileError, load_model
 from stylenet.transformer import TransformerNet
@@ -67,15 +67,18 @@ def onnx_bytes(module: nn.Module, opset: int = 17, metadata: str | None = None) 
 
 
 def export(model: str | Path, fmt: str = "onnx", out: str | Path | None = None,
-           opset: int = 17, check: bool = True) -> Path:
+           opset: int = 17, check: bool = True, overwrite: bool = False) -> Path:
     """Write the model as ONNX (dynamic batch, height and width) or TorchScript, files that run
-    without stylenet. check: compare the exported file with PyTorch on an odd-sized input."""
+    without stylenet. out: None writes beside the model (model.onnx, model.torchscript.pt); an
+    existing file is never replaced unless overwrite. check: compare the exported file with
+    PyTorch on an odd-sized input."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt}: use onnx or torchscript")
     model = Path(model)
+    out = Path(out) if out else model.with_name(model.stem + FORMATS[fmt])
+    check_overwrite(out, overwrite)
     net, meta = load_model(model)
     portable = Portable(net).eval()
-    out = Path(out) if out else model.with_name(model.stem + FORMATS[fmt])
     info = json.dumps({"style": meta.get("style", {}), "arch": meta.get("arch", {}),
                        "input": "float32 RGB (B, 3, H, W) in 0..1, any H and W"}, default=str)
     if fmt == "onnx":
@@ -133,11 +136,10 @@ def check_export(path: str | Path, net: TransformerNet, tol: float = 1e-3) -> fl
 @hydra.main(version_base="1.3", config_path="../configs/infer", config_name="export")
 def main(cfg: DictConfig) -> None:
     with one_line_errors():
-        out = Path(cfg.output) if cfg.output else None
-        if out is not None:
-            check_overwrite(out, cfg.overwrite)
-        print(export(cfg.model, cfg.format, out, opset=cfg.opset, check=cfg.check))
+        check_required(cfg)
+        print(export(cfg.model, cfg.format, cfg.output, opset=cfg.opset, check=cfg.check,
+                     overwrite=cfg.overwrite))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
