@@ -96,10 +96,12 @@ def check_required(cfg: DictConfig) -> None:
 
 def check_added_keys(cfg: DictConfig, overrides: Iterable[str], groups: Iterable[str]) -> None:
     """`+group.key=value` adds a key Hydra did not know: a typo of a known key
-    (`+style.style_wieght=1`, as Hydra's own hint suggests) would compose and be ignored. Under
-    `groups`, an added key close to a known one, or any added key of a node that is not built
-    from a _target_ (whose keys are all known), is a ValueError naming the closest key. Removing
-    a node and adding it again (`~loss.style_layers '+loss.style_layers={...}'`) is fine."""
+    (`+style.style_wieght=1`, as Hydra's own hint suggests) would compose and be ignored. In a
+    group of `groups` or one of its nodes built from a _target_, an added key close to a known
+    one is a ValueError naming the closest key, and so is any added key of a group that is not
+    built (style: all its keys are known). Mappings such as loss.style_layers, whose keys are
+    data that their owner checks, and removing a node and adding it again
+    (`~loss.style_layers '+loss.style_layers={...}'`) are left alone."""
     overrides = list(overrides)
     removed = {o[1:].split("=", 1)[0] for o in overrides if o.startswith("~")}
     for o in overrides:
@@ -112,6 +114,8 @@ def check_added_keys(cfg: DictConfig, overrides: Iterable[str], groups: Iterable
         parent = OmegaConf.select(cfg, where) if where else None
         if not isinstance(parent, DictConfig):
             continue
+        if where not in groups and "_target_" not in parent:
+            continue  # a mapping whose keys are data (+loss.style_layers.relu5_3=1): not settings
         known = [k for k in parent if k != name and not str(k).startswith("_")]
         if difflib.get_close_matches(name, known, n=1) or "_target_" not in parent:
             raise ValueError(unknown_key_message(key, known) + " (+ adds a new key)")

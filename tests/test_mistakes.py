@@ -284,3 +284,8 @@ def test_single_file_to_a_trailing_slash_output_goes_into_that_folder(tmp_path, 
                      f"output={tmp_path / 'outdir'}/")
     assert infer(cfg) == [tmp_path / "outdir" / photo.name]
     assert (tmp_path / "outdir" / photo.name).is_file()
+
+
+def test_adding_a_layer_to_the_style_layers_mapping_is_not_a_typo(tmp_path):
+    cfg = compose_train(tmp_path, ["+loss.style_layers.relu3_2=1", "+loss.vgg.seed=1"])
+    stylenet.cli.check_added_keys(cfg, cfg.hydra.overrides.task, ("style", "loss"))
