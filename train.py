@@ -18,9 +18,10 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 os.environ.setdefault("STYLENET_ROOT", str(Path(__file__).resolve().parent))
-# Sweep folders are named by their overrides; a '/' in a value must not create subfolders.
+# Sweep folders are named by their overrides; a "/" in a value must not create subfolders, and
+# the name stays under the 255 bytes a file name may have.
 OmegaConf.register_new_resolver(
-    "path_safe", lambda s: str(s).replace("/", "_")[:150], replace=True
+    "path_safe", lambda s: str(s).replace("/", "_")[:200], replace=True
 )
 
 from stylenet.callbacks import NonFiniteLossError, skipped_files, written_files  # noqa: E402
