@@ -64,7 +64,7 @@ def test_previews_and_validation_do_not_recompile_the_training_graph(cfg_train):
     metrics = train(cfg_train(
         "trainer.max_steps=6", "model.net.channels=[8,16,32]", "model.net.num_residual=1",
         "model.compile=true", "model.compile_backend=eager", "model.preview_every_n_steps=2",
-        "+data.preview_size=48", "trainer.val_check_interval=3", "trainer.limit_val_batches=2",
+        "data.preview_size=48", "trainer.val_check_interval=3", "trainer.limit_val_batches=2",
         "trainer.check_val_every_n_epoch=null", "trainer.max_epochs=-1", "data.val_size=3",
     ), extra_callbacks=[graphs])
     assert "val/total" in metrics  # validation ran
