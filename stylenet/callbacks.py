@@ -1,7 +1,7 @@
 """Training callbacks, configured in configs/callbacks/:
 
-- FiniteGuard: checks every step's loss and gradients before the optimizer applies them; on NaN
-  or inf it saves the last good state and stops with a message naming the step and the cause.
+- FiniteGuard: keeps a finite flag of every step's loss and gradients on the device, drops a bad
+  update there, and every N steps stops a run that had one, naming the step and the cause.
 - SkippedFiles: logs how many training photos were found unusable (data/skipped_files).
 - ModelFile: at the end of fit, writes the self-contained model file and a stylized sample.
 """
@@ -101,10 +101,9 @@ class FiniteGuard(pl.Callback):
     def _check(self, trainer, pl_module, optimizer, last_good: int) -> None:
         first_bad = int(self._first_bad)  # the one host sync, every every_n_steps steps
         if trainer.world_size > 1:  # every rank must stop, and save, together
-            first_bad = first_bad if trainer.strategy.reduce_boolean_decision(
-                first_bad >= 0, all=False) else -1
-            if first_bad < 0 and trainer.strategy.reduce_boolean_decision(False, all=False):
-                first_bad = last_good + 1
+            any_bad = trainer.strategy.reduce_boolean_decision(first_bad >= 0, all=False)
+            if any_bad and first_bad < 0:
+                first_bad = last_good + 1  # another rank's step was bad
         if first_bad < 0:
             return
         path = checkpoint_dir(trainer) / self.filename
