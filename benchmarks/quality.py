@@ -128,10 +128,8 @@ class InitialWeights(pl.Callback):
         self.tensors = [t.detach().cpu().clone() for t in pl_module.net.state_dict().values()]
 
 
-def train_stylenet(s: Settings, crops_file: Path, style_file: Path, seed: int, out: Path):
+def stylenet_overrides(s: Settings, crops_file: Path, style_file: Path, seed: int) -> list[str]:
     """The shipped training path with its defaults; only data, sizes and steps are set."""
-    from train import train
-
     overrides = [
         "data=tensor", f"data.dataset.path={crops_file}", f"data.batch_size={s.batch_size}",
         f"data.val_size={VAL_CROPS}", "data.num_preview=2",
@@ -145,8 +143,13 @@ def train_stylenet(s: Settings, crops_file: Path, style_file: Path, seed: int, o
     ]
     if s.vgg:
         overrides.append(f"loss.vgg.weights={s.vgg}")
-    overrides += s.overrides
-    cfg = compose_train(overrides, out)
+    return overrides + s.overrides
+
+
+def train_stylenet(s: Settings, crops_file: Path, style_file: Path, seed: int, out: Path):
+    from train import train
+
+    cfg = compose_train(stylenet_overrides(s, crops_file, style_file, seed), out)
     init = InitialWeights()
     start = time.perf_counter()
     metrics = train(cfg, extra_callbacks=[init])
@@ -225,15 +228,35 @@ def run(s: Settings, work: Path) -> dict:
             "images": images, "held_out": held_out}
 
 
+def dry_run(s: Settings) -> int:
+    """What a run with these settings would do, without training: the settings, the photos
+    found, and stylenet's training config composed as train(cfg) would get it."""
+    from train import check_settings
+
+    photos = training_photos(s.photos)
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        overrides = stylenet_overrides(s, work / "crops_0.pt", work / "style.png", s.seeds[0])
+        cfg = compose_train(overrides, work / "s0")
+        check_settings(cfg)
+    print(" ".join(f"{k}={v}" for k, v in asdict(s).items()))
+    print(f"{len(photos)} training photos; stylenet: python train.py {' '.join(overrides)}")
+    t = cfg.trainer
+    print(f"composed: trainer.accelerator={t.accelerator} trainer.precision={t.precision} "
+          f"model.net.channels={list(cfg.model.net.channels)} "
+          f"data.batch_size={cfg.data.batch_size}; dry run: nothing trained")
+    return 0
+
+
 def print_rows(rows: list[dict]) -> None:
     for r in rows:
         print(f"{r.get('seed', 'mean')!s:>5} {r['side']:<10} {r['content']:>10.1f} "
               f"{r['style']:>10.1f} {r['high_freq_ratio']:>8.2f} {r['seconds']:>8.1f}", flush=True)
 
 
-def write_outputs(report: dict, name: str) -> tuple[Path, Path]:
+def write_outputs(report: dict, name: str, out: Path = RESULTS) -> tuple[Path, Path]:
     """The side-by-side PNG (rows: held-out photos; columns: photo, then each side) and JSON."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     images, held_out = report.pop("images"), report.pop("held_out")
     sides = [side for side in ("reference", "stylenet", "control") if side in images]
     cells = []
@@ -242,9 +265,9 @@ def write_outputs(report: dict, name: str) -> tuple[Path, Path]:
     h = min(c.shape[-2] for c in cells)
     w = min(c.shape[-1] for c in cells)
     cells = [TF.center_crop(c, [h, w]) for c in cells]
-    png = RESULTS / f"{name}.png"
+    png = out / f"{name}.png"
     torchvision.utils.save_image(cells, png, nrow=1 + len(sides), padding=4, pad_value=1.0)
-    path = RESULTS / f"{name}.json"
+    path = out / f"{name}.json"
     path.write_text(json.dumps(report, indent=2))
     return png, path
 
@@ -264,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stylenet-override", action="append", default=[], metavar="KEY=VALUE",
                    help="a training override for stylenet alone, to measure one candidate "
                         "change (e.g. model.net.pixel_scale=1); never in a reported comparison")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for the PNG and JSON")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the settings and stylenet's composed training config, train "
+                        "nothing: checks a command (e.g. --device cuda) on any machine")
     a = p.parse_args(argv)
     gpu = a.device.startswith("cuda")
     s = Settings(device=a.device, size=a.size or (256 if gpu else 64),
@@ -272,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                  model=a.model or ("stylenet" if gpu else "small"), photos=a.photos,
                  vgg=a.vgg, style=a.style, control=not a.no_control,
                  overrides=a.stylenet_override)
+    if a.dry_run:
+        return dry_run(s)
     print(f"{'seed':>5} {'side':<10} {'content':>10} {'style':>10} {'hf':>8} {'seconds':>8}")
     with tempfile.TemporaryDirectory() as work:
         report = run(s, Path(work))
@@ -283,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'PASS' if report['passed'] else 'FAIL'}"
           + (f" (stylenet overrides: {' '.join(s.overrides)})" if s.overrides else ""))
     name = f"quality_{dt.datetime.now():%Y-%m-%d_%H%M}_{s.device.split(':')[0]}_{s.size}px"
-    png, path = write_outputs(report, name)
+    png, path = write_outputs(report, name, a.out)
     print(f"side by side: {png}\nJSON: {path}")
     return 0 if report["passed"] else 1
 
