@@ -24,6 +24,7 @@ from bench_common import (
     peak_gib,
     psnr,
     reset_peak,
+    restore_defaults,
     smooth_images,
     write_model,
 )
@@ -61,6 +62,7 @@ def run(args, s: Sizes, device: torch.device, work: Path) -> dict:
     from stylenet.tiling import INDEX_LIMIT, largest_activation
 
     model = write_model(work / "memory_model.pt", s.channels, s.num_residual)
+    restore_defaults()  # as a fresh process has them: a Trainer turns cudnn.benchmark on
     rows = []
 
     x = smooth_images(1, s.check_size, seed=1)[0]
