@@ -6,16 +6,24 @@ its own transformer (pixels in 0..255), its own VGG16 reader and taps, Gram / (C
 batch 4. Losses are on the loss network's own feature scale (Caffe weights: BGR 0..255 minus the
 mean pixel), with the Lua original's balance: content 1 at relu2_2, style 5 summed over
 relu1_2, relu2_2, relu3_3, relu4_3.
+
+train_reference() takes pre-cut crops (the quality comparison hands both sides the same pixels);
+train_reference_folder() reads a folder of photos as the example does, decoding in the loop (the
+speed baseline of benchmarks/bench.py).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 CONTENT_LAYER = "relu2_2"
@@ -23,6 +31,7 @@ VGG16_CONVS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512))  # blocks
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # what stylenet's data=folder reads too
 
 
 # -- the transformer of pytorch/examples, with its widths as arguments --------------------------
@@ -175,6 +184,87 @@ def train_reference(
     pixel_scale: the range the transformer reads and writes (255 as in the reference; 1 is the
     negative control). Returns the trained net (in eval mode) and the wall time in seconds."""
     start = time.perf_counter()
+    batches = (crops[step * batch_size : (step + 1) * batch_size] for step in range(steps))
+    net = fit(batches, style, vgg_path, steps, init=init, lr=lr, content_weight=content_weight,
+              style_weight=style_weight, pixel_scale=pixel_scale, channels=channels,
+              num_residual=num_residual, convention=convention, device=device)
+    return net, time.perf_counter() - start
+
+
+class PhotoFiles(Dataset):
+    """Every photo under `root` (recursively, sorted), read as torchvision's ImageFolder reads
+    it (PIL, converted to RGB) and passed through `transform`. ImageFolder itself wants one
+    subfolder per class, which a plain folder of photos does not have."""
+
+    def __init__(self, root: str | Path, transform):
+        self.paths = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+        if not self.paths:
+            raise FileNotFoundError(f"no photos under {root}")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with open(self.paths[index], "rb") as f:
+            return self.transform(Image.open(f).convert("RGB"))
+
+
+def train_reference_folder(
+    root: str | Path,
+    style: torch.Tensor,
+    vgg_path: str,
+    steps: int,
+    image_size: int = 256,
+    batch_size: int = 4,
+    channels=(32, 64, 128),
+    num_residual: int = 5,
+    device: str = "cpu",
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> tuple[ReferenceNet, float]:
+    """The recipe as pytorch/examples runs it on a folder of photos: Resize + CenterCrop +
+    ToTensor (x 255), a DataLoader of batch_size with no workers and no shuffling, so decoding
+    runs in the training loop, for `steps` steps (epochs repeat as needed). on_step(step, loss)
+    is called after each optimizer step (step counts from 1). Returns the trained net and the
+    wall time in seconds."""
+    from torchvision import transforms
+
+    start = time.perf_counter()
+    transform = transforms.Compose([
+        transforms.Resize(image_size),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+        transforms.Lambda(lambda x: x.mul(255)),
+    ])
+    loader = DataLoader(PhotoFiles(root, transform), batch_size=batch_size)
+
+    def batches():
+        while True:
+            yield from loader
+
+    net = fit(batches(), style, vgg_path, steps, channels=channels, num_residual=num_residual,
+              device=device, on_step=on_step)
+    return net, time.perf_counter() - start
+
+
+def fit(
+    batches: Iterable[torch.Tensor],
+    style: torch.Tensor,
+    vgg_path: str,
+    steps: int,
+    init: list[torch.Tensor] | None = None,
+    lr: float = 1e-3,
+    content_weight: float = 1.0,
+    style_weight: float = 5.0,
+    pixel_scale: float = 255.0,
+    channels=(32, 64, 128),
+    num_residual: int = 5,
+    convention: str = "caffe",
+    device: str = "cpu",
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> ReferenceNet:
+    """The training loop itself: `steps` batches of photos (B, 3, S, S) in 0..255 from
+    `batches`; style (3, H, W) uint8. Returns the trained net in eval mode."""
     net = ReferenceNet(channels, num_residual)
     if init is not None:
         load_by_order(net, init)
@@ -183,8 +273,8 @@ def train_reference(
     optimizer = torch.optim.Adam(net.parameters(), lr)
     with torch.no_grad():
         style_grams = {k: gram(v) for k, v in vgg(style[None].to(device).float()).items()}
-    for step in range(steps):
-        x = crops[step * batch_size : (step + 1) * batch_size].to(device).float()  # 0..255
+    for step, photos in zip(range(steps), batches, strict=False):  # batches may be endless
+        x = photos.to(device).float()  # 0..255
         optimizer.zero_grad()
         y = net(x * (pixel_scale / 255)) * (255 / pixel_scale)  # back to 0..255 for the VGG
         features_y = vgg(y)
@@ -193,12 +283,15 @@ def train_reference(
         content = F.mse_loss(features_y[CONTENT_LAYER], features_x[CONTENT_LAYER])
         style_loss = sum(F.mse_loss(gram(features_y[k]), style_grams[k].expand(len(x), -1, -1))
                          for k in STYLE_LAYERS)
-        (content_weight * content + style_weight * style_loss).backward()
+        total = content_weight * content + style_weight * style_loss
+        total.backward()
         optimizer.step()
+        if on_step is not None:
+            on_step(step + 1, total.detach())
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     net.pixel_scale = pixel_scale
-    return net.eval(), time.perf_counter() - start
+    return net.eval()
 
 
 @torch.no_grad()

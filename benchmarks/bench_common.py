@@ -1,0 +1,162 @@
+"""What the sections of benchmarks/bench.py share: PyTorch's default settings, timing, PSNR, a
+model file to stylize with, log capture and the tables."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+PSNR_DB = 40.0  # every output must agree with the fp32 eager baseline's at least this well
+
+
+def pytorch_settings() -> dict:
+    """The global switches that decide how fp32 convolutions and matmuls run."""
+    return {"cudnn.benchmark": torch.backends.cudnn.benchmark,
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+# As this process started, before any Trainer ran: PyTorch's defaults, the baseline's settings.
+DEFAULTS = pytorch_settings()
+
+
+def restore_defaults() -> bool:
+    """Back to PyTorch's defaults before a baseline row: Lightning's Trainer(benchmark=True) turns
+    cudnn.benchmark on for the whole process. TF32 is never set, only checked: False when
+    something else changed it, and the baseline is then not PyTorch's default."""
+    torch.backends.cudnn.benchmark = DEFAULTS["cudnn.benchmark"]
+    return pytorch_settings() == DEFAULTS
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn: Callable[[], object], min_time: float, max_calls: int | None = None) -> float:
+    """Median wall seconds of one call of fn, called until min_time has passed (at least once,
+    at most max_calls times). fn must return when its work is done: the rows here return CPU
+    tensors or arrays, which waits for the device."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while not times or (time.perf_counter() - start < min_time
+                        and (max_calls is None or len(times) < max_calls)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in 0..1 (inf when identical)."""
+    mse = (a.float().clamp(0, 1) - b.float().clamp(0, 1)).pow(2).mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def write_model(path: Path, channels: tuple[int, int, int], num_residual: int) -> Path:
+    """A model file of an untrained net whose output spans the image range (as tests/models.py
+    makes them): at initialisation the output is near black, which would hide precision errors."""
+    from stylenet.model_file import save_model
+    from stylenet.transformer import TransformerNet
+
+    torch.manual_seed(0)
+    net = TransformerNet(channels=channels, num_residual=num_residual)
+    with torch.no_grad():
+        net.conv_out.conv.weight.mul_(net.pixel_scale / 2)
+        net.conv_out.conv.bias.mul_(net.pixel_scale / 2).add_(net.pixel_scale / 2)
+    return save_model(path, net, {"arch": net.config(), "style": {"name": "bench"}})
+
+
+def smooth_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    """(batch, 3, size, size) in 0..1 on the CPU: smooth random shapes, not white noise."""
+    gen = torch.Generator().manual_seed(seed)
+    small = torch.rand(batch, 3, max(2, size // 16), max(2, size // 16), generator=gen)
+    return torch.nn.functional.interpolate(small, size=(size, size), mode="bicubic",
+                                           align_corners=False).clamp(0, 1)
+
+
+class LogLines(logging.Handler):
+    """The INFO lines of one logger while in use (Stylizer says when it compiles or tiles)."""
+
+    def __init__(self, name: str):
+        super().__init__(logging.INFO)
+        self.logger = logging.getLogger(name)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> LogLines:
+        self.level = self.logger.level
+        self.logger.addHandler(self)
+        self.logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.level)
+
+
+def failed_row(e: BaseException) -> dict:
+    """A row whose code raised: it fails, with the error's first line; the traceback is printed.
+    The other rows still run (SystemExit too: train()'s one-line setting errors)."""
+    traceback.print_exc()
+    lines = str(e).strip().splitlines()
+    return {"ok": False, "detail": f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]}
+
+
+def fmt(value, spec: str = ".1f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "ok" if value else "FAIL"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def format_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """columns: (key, header, format spec); the first column is left-aligned, the others right;
+    a row's `ok` is printed as ok, FAIL or skipped, then its detail."""
+    cells = [[fmt(r.get(key), spec) for key, _, spec in columns] for r in rows]
+    heads = [head for _, head, _ in columns]
+    widths = [max(len(x) for x in col) for col in zip(heads, *cells, strict=True)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                         for i, (v, w) in enumerate(zip(values, widths, strict=True)))
+
+    out = [title, line(heads) + "  check"]
+    for r, row in zip(rows, cells, strict=True):
+        ok = "skipped" if r.get("ok") is None else fmt(r["ok"])
+        out.append(line(row) + f"  {ok} {r.get('detail', '')}".rstrip())
+    return "\n".join(out)
+
+
+def passed(rows: list[dict]) -> bool:
+    """No row failed (a skipped row, ok None, does not fail the run)."""
+    return all(r.get("ok") is not False for r in rows)
