@@ -55,3 +55,13 @@ def test_infer_config_composes():
     with initialize_config_dir(config_dir=str(CONFIGS / "infer"), version_base="1.3"):
         cfg = compose("infer", overrides=["model=m.pt", "input=a.jpg", "output=b.jpg"])
     assert cfg.device == "auto" and cfg.overwrite is False
+
+
+def test_experiment_reference_keeps_pytorchs_default_settings(tmp_path):
+    """The speed baseline runs as the example does: fp32, eager, batch 4, no workers, and
+    cudnn.benchmark left alone (Lightning's benchmark=None), unlike the fast path."""
+    ref = compose_train(tmp_path, ["experiment=reference"], fast=False)
+    assert ref.trainer.precision == "32-true" and ref.trainer.benchmark is None
+    assert ref.data.batch_size == 4 and ref.data.num_workers == 0
+    assert ref.model.compile is False and ref.model.channels_last is False
+    assert compose_train(tmp_path, [], fast=False).trainer.benchmark is True
