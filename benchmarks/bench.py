@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="CPU threads for torch (1 on a small, busy CPU)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
                    help="folder for the JSON")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print each section's sizes and each training row's composed config, "
+                        "run nothing: checks a command (e.g. --device cuda) on any machine")
     args = p.parse_args(argv)
     args.sections = [x for x in args.sections.split(",") if x]
     if unknown := set(args.sections) - set(SECTIONS):
@@ -69,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def preflight(args: argparse.Namespace) -> None:
     """Missing hardware, weights or photos stop here with one line, before minutes of work."""
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available() and not args.dry_run:
         raise SystemExit("--device cuda, but CUDA is not available here: use --device cpu --small")
     if "train" not in args.sections:
         return
@@ -109,6 +112,32 @@ def run_section(name: str, args, sizes, device: torch.device, work: Path) -> dic
     return result
 
 
+def dry_run(args: argparse.Namespace, sizes: dict, device: torch.device) -> dict:
+    """What a run would do, without running it: the sizes, and each stylenet training row's
+    command line composed as train(cfg) gets it (a bad override fails here)."""
+    from omegaconf import OmegaConf
+
+    from stylenet.config import compose_train
+
+    for name, s in sizes.items():
+        print(f"[{name}] {dataclasses.asdict(s)}")
+    for row, extra in bench_train.ROWS if "train" in sizes else ():
+        if extra is None:
+            print(f"[train] {row}: benchmarks/reference.py, batch {bench_train.BATCH}")
+            continue
+        folder = args.data or Path("made_jpegs")  # the run makes them in its work folder
+        overrides = bench_train.stylenet_overrides(extra, sizes["train"], device, folder, args.vgg)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = compose_train(overrides, tmp)
+        resolved = {k: OmegaConf.select(cfg, k) for k in (
+            "trainer.accelerator", "trainer.precision", "data.batch_size", "data.num_workers",
+            "model.compile", "model.channels_last")}
+        print(f"[train] {row}: python train.py {' '.join(overrides)}\n    composed: "
+              + " ".join(f"{k}={v}" for k, v in resolved.items()))
+    print(f"dry run on {device}: nothing was run")
+    return {"passed": True, "dry_run": True}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     preflight(args)
@@ -123,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
         sizes[name] = module.SMALL if args.small else cpu
     if args.steps and "train" in sizes:
         sizes["train"] = dataclasses.replace(sizes["train"], steps=args.steps)
+    if args.dry_run:
+        return dry_run(args, sizes, device)
     results: dict = {"meta": {
         "date": now.isoformat(timespec="seconds"), "argv": sys.argv[1:] if argv is None else argv,
         "device": str(device), "device_name": device_name(device), "small": args.small,
