@@ -7,9 +7,12 @@ Rows, each on the same photos for the same number of steps, batch 4:
   stylenet experiment=reference       train(cfg) with experiment=reference: the same recipe
                                       through Lightning (fp32, eager, NCHW, no loader workers)
   stylenet defaults                   train(cfg) as shipped: on CUDA bf16 autocast,
-                                      channels_last, torch.compile, fused Adam, 8 loader workers
-  stylenet defaults, model.compile=false   the same, eager: against the row above, compile's
-                                      warm-up and what it saves per step
+                                      channels_last, fused Adam, 8 loader workers; eager, as
+                                      model.compile=null resolves for a run shorter than
+                                      stylenet.module.COMPILE_MIN_STEPS
+  stylenet defaults, model.compile=true   the same, compiled: against the row above, compile's
+                                      warm-up and what it saves per step (on the CPU with the
+                                      eager backend: the compile path without a C++ build)
 
 Each row reports the wall time of the whole call (start-up, compilation, the steps, the model
 file), the time to the end of its first step, the steady images/s over the last half of the
@@ -58,7 +61,7 @@ SMALL = Sizes(steps=6, crop=32, files=12, channels=(8, 16, 32), num_residual=1, 
 ROWS = [("reference loop", None),
         ("stylenet experiment=reference", ["experiment=reference"]),
         ("stylenet defaults", []),
-        ("stylenet defaults, model.compile=false", ["model.compile=false"])]
+        ("stylenet defaults, model.compile=true", ["model.compile=true"])]
 
 
 def make_jpegs(folder: Path, n: int, seed: int = 0) -> Path:
@@ -140,14 +143,18 @@ class Observe(pl.Callback):
         self.clock(trainer.global_step, outputs["loss"])
 
 
-def expected_setup(name: str, device: torch.device) -> dict:
-    """What each stylenet row must run; the defaults resolve to the fast path on CUDA only."""
+def expected_setup(name: str, device: torch.device, steps: int) -> dict:
+    """What each stylenet row must run; the defaults resolve to the fast path on CUDA only, and
+    compile only for a run long enough to pay it back."""
+    from stylenet.module import COMPILE_MIN_STEPS
+
     if name == "stylenet experiment=reference":
         return {"precision": "32-true", "channels_last": False, "compile": False,
                 "fused": False, "workers": 0, "batch": BATCH}
     cuda = device.type == "cuda"
     return {"precision": "bf16-mixed" if cuda else "32-true", "channels_last": cuda,
-            "compile": cuda and "compile=false" not in name, "fused": True, "batch": BATCH}
+            "compile": "compile=true" in name or (cuda and steps >= COMPILE_MIN_STEPS),
+            "fused": True, "batch": BATCH}
 
 
 def describe(setup: dict) -> str:
@@ -173,6 +180,8 @@ def stylenet_overrides(extra: list[str], s: Sizes, device: torch.device, folder:
            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     if device.type != "cuda":
         out.append("trainer=cpu")
+        if "model.compile=true" in extra:  # the compile path without inductor's C++ build
+            out.append("model.compile_backend=eager")
     if vgg is not None:
         out.append(f"loss.vgg.weights={vgg}")
     if (s.channels, s.num_residual) != PAPER_NET:
@@ -225,7 +234,7 @@ def run_stylenet(name: str, extra: list[str], s: Sizes, device: torch.device, fo
     problems = check_run(clock, s.steps)
     if metrics.get("global_step") != s.steps:
         problems.append(f"global_step={metrics.get('global_step')} (want {s.steps})")
-    want = expected_setup(name, device)
+    want = expected_setup(name, device, s.steps)
     problems += [f"{k}={observe.setup.get(k)} (want {v})" for k, v in want.items()
                  if observe.setup.get(k) != v]
     if device.type == "cuda":
@@ -285,8 +294,8 @@ def run(args, s: Sizes, device: torch.device, work: Path) -> dict:
         r["projected_speedup"] = (base["projected_s"] / r["projected_s"]
                                   if r["projected_s"] and base["projected_s"] else None)
     by_name = {r["name"]: r for r in rows}
-    compiled = by_name["stylenet defaults"]
-    payback = (payback_steps(compiled, by_name["stylenet defaults, model.compile=false"])
+    compiled = by_name["stylenet defaults, model.compile=true"]
+    payback = (payback_steps(compiled, by_name["stylenet defaults"])
                if compiled.get("resolved", {}).get("compile") else None)
     return {"photos": str(folder), "crop": s.crop, "steps": s.steps, "batch": BATCH,
             "net": {"channels": list(s.channels), "num_residual": s.num_residual},

