@@ -5,6 +5,7 @@ train(cfg) is a plain function (tests call it with a composed config); main() on
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -15,25 +16,29 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 os.environ.setdefault("STYLENET_ROOT", str(Path(__file__).resolve().parent))
-# Sweep folders are named by their overrides; a "/" in a value must not create subfolders, and
-# the name stays under the 255 bytes a file name may have.
-OmegaConf.register_new_resolver(
-    "path_safe", lambda s: str(s).replace("/", "_")[:200], replace=True
-)
 
 from stylenet.callbacks import NonFiniteLossError, skipped_files, written_files  # noqa: E402
 from stylenet.checkpoint import resolve_checkpoint  # noqa: E402
 from stylenet.cli import check_added_keys, check_required, run  # noqa: E402
+from stylenet.config import register_resolvers  # noqa: E402
 from stylenet.image import ImageError  # noqa: E402
-from stylenet.module import load_style  # noqa: E402
+from stylenet.module import HPARAM_METRICS, load_style  # noqa: E402
 from stylenet.vgg import WeightsUnavailableError  # noqa: E402
 
 log = logging.getLogger("stylenet.train")
+register_resolvers()  # before @hydra.main composes the config
 
-HPARAM_METRICS = ("hp/val_content", "hp/val_style", "hp/val_total")
+# What a user sweeps and compares in TensorBoard's HParams tab (the whole resolved config is in
+# the run folder's .hydra/ and in the model file).
+SWEPT_SETTINGS = (
+    "style.name", "style.size", "style.content_weight", "style.style_weight", "style.tv_weight",
+    "loss.content_layer", "loss.style_layers", "loss.vgg.weights", "model.net.channels",
+    "model.net.num_residual", "model.optimizer.lr", "model.scheduler", "data.batch_size",
+    "data.dataset.image_size", "trainer.precision", "trainer.max_steps", "seed",
+)
 # Groups whose keys a `+key=value` typo would silently add to (see check_added_keys).
 CHECKED_GROUPS = ("style", "loss", "data", "model")
 
@@ -88,6 +93,19 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
 
 
+def swept_settings(cfg: DictConfig) -> dict[str, Any]:
+    """SWEPT_SETTINGS as TensorBoard takes them: numbers and strings (lists and mappings are
+    written out); a setting this config lacks is left out."""
+    out = {}
+    for key in SWEPT_SETTINGS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, DictConfig | ListConfig):
+            value = json.dumps(OmegaConf.to_container(value, resolve=True))
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str, Any]:
     """Train; the callbacks write the model file and a stylized sample. Returns the final metrics
     (and model_path, sample_path, skipped_files, global_step). extra_callbacks are added to the
@@ -113,15 +131,12 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     trainer: pl.Trainer = build(cfg.trainer, callbacks=[*callbacks, *extra_callbacks],
                                 logger=logger)
     if logger:
-        logger.log_hyperparams(config, metrics={k: float("nan") for k in HPARAM_METRICS})
+        logger.log_hyperparams(swept_settings(cfg),
+                               metrics={k: float("nan") for k in HPARAM_METRICS})
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if logger and trainer.is_global_zero:
-        hp = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
-        logger.log_metrics({k: v for k, v in hp.items() if k in HPARAM_METRICS},
-                           step=trainer.global_step)
     skipped = skipped_files(datamodule)
     if skipped:
         log.warning("%d training photo(s) were skipped as unusable (named in the warnings above)",

@@ -175,7 +175,7 @@ def stylenet_overrides(extra: list[str], s: Sizes, device: torch.device, folder:
     out = [*extra, "data=folder", f"data.dataset.root={folder}",
            f"data.dataset.image_size={s.crop}", "loss=vgg16_offline",
            f"trainer.max_steps={s.steps}", "trainer.max_epochs=-1",
-           "trainer.limit_val_batches=0", "trainer.val_check_interval=1.0",
+           "trainer.limit_val_batches=0",
            "callbacks=no_checkpoints", "trainer.enable_checkpointing=false", "~logger",
            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     if device.type != "cuda":

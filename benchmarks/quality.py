@@ -137,7 +137,6 @@ def stylenet_overrides(s: Settings, crops_file: Path, style_file: Path, seed: in
         "style=custom", "style.name=quality", f"style.image={style_file}", "style.size=null",
         "trainer=" + ("gpu" if s.device.startswith("cuda") else "cpu"),
         f"trainer.max_steps={s.steps}", "trainer.limit_val_batches=0",
-        "trainer.val_check_interval=1.0",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         f"seed={seed}",
     ]

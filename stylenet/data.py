@@ -270,10 +270,13 @@ class StyleDataModule(pl.LightningDataModule):
         shuffle: bool = True,
     ):
         super().__init__()
-        if len(dataset) <= val_size:
+        n = len(dataset)
+        if n < val_size + batch_size:
+            where = getattr(dataset, "where", "the dataset")
             raise ValueError(
-                f"only {len(dataset)} photos but data.val_size={val_size}: add photos or lower "
-                "val_size"
+                f"{n} photos in {where}, but data.val_size={val_size} are held out and a batch "
+                f"takes data.batch_size={batch_size}: add photos (at least "
+                f"{val_size + batch_size}) or lower data.val_size or data.batch_size"
             )
         self.dataset = dataset
         self.batch_size = batch_size
@@ -286,13 +289,8 @@ class StyleDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         # None: the seed train() gave seed_everything (torch's initial seed); saved in checkpoints.
         self.seed = torch.initial_seed() % 2**63 if seed is None else seed
-        n = len(dataset)
         self.train_set = Subset(dataset, range(0, n - val_size))
         self.val_set = Subset(dataset, range(n - val_size, n))
-        if len(self.train_set) < batch_size:
-            raise ValueError(
-                f"{len(self.train_set)} training photos are fewer than data.batch_size={batch_size}"
-            )
 
     def preview_images(self) -> torch.Tensor:
         """(P, 3, S, S) uint8: the same photos, centre-cropped, at every step and in every run.

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # H100 and saves 3-6 ms a step, so it pays back after roughly 7,000-25,000 steps. A 2000-step run
 # stays eager (never slower for compiling); the paper's two COCO epochs (41,000 steps) compile.
 COMPILE_MIN_STEPS = 10_000
+# TensorBoard's HParams tab compares runs by these, copied from the validation losses.
+HPARAM_METRICS = {"hp/val_content": "val/content", "hp/val_style": "val/style",
+                  "hp/val_total": "val/total"}
 
 
 def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
@@ -173,6 +176,21 @@ class StyleTransferModule(pl.LightningModule):
     @override
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "val")
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        # The HParams tab's metrics get a value at every validation, not only when a run ends,
+        # and the file is flushed: a run still going, or killed, can be compared already.
+        if self.trainer.sanity_checking:
+            return
+        metrics = self.trainer.callback_metrics
+        values = {hp: metrics[val] for hp, val in HPARAM_METRICS.items() if val in metrics}
+        # "step" sets the x of this validation's points: Lightning would put them one step
+        # before the optimizer step they measure (a preview of the same weights shows that one).
+        self.log_dict({**values, "step": float(self.global_step)}, sync_dist=True)
+        tb = self._tensorboard()
+        if tb is not None:
+            tb.flush()
 
     @override
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:

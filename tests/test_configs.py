@@ -44,7 +44,7 @@ def test_defaults_are_the_reference_recipe(tmp_path):
     cfg = compose_train(tmp_path, [], fast=False)
     assert cfg.style.content_weight == 1e5 and cfg.style.style_weight == 1e10
     assert cfg.model.optimizer.lr == 1e-3 and cfg.data.batch_size == 4
-    assert cfg.data.dataset.image_size == 256 and cfg.trainer.max_epochs == 2
+    assert cfg.data.dataset.image_size == 256 and cfg.trainer.max_steps == 40000
     assert cfg.loss.content_layer == "relu2_2"
     assert list(cfg.loss.style_layers) == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
     assert Path(cfg.data.dataset.root).parts[-2:] == ("coco", "train2014")

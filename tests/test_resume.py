@@ -125,6 +125,7 @@ def test_kill_9_at_random_moments_and_resume_each_time(tmp_path):
         "data=synthetic", "data.dataset.n=24", "data.dataset.image_size=32", "data.val_size=4",
         "loss.vgg.weights=random", "trainer=cpu", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", "trainer.val_check_interval=null",
+        "trainer.check_val_every_n_epoch=1",
         "trainer.limit_val_batches=0", f"trainer.max_steps={steps}", *TINY,
     ]
     ref = Record()
