@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, compose_train
+from conftest import CONFIGS, ROOT, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -65,3 +65,17 @@ def test_experiment_reference_keeps_pytorchs_default_settings(tmp_path):
     assert ref.data.batch_size == 4 and ref.data.num_workers == 0
     assert ref.model.compile is False and ref.model.channels_last is False
     assert compose_train(tmp_path, [], fast=False).trainer.benchmark is True
+
+
+def test_every_bundled_style_image_has_a_licence_row_and_a_config(tmp_path):
+    styles = ROOT / "data" / "styles"
+    rows = {line.split("|")[1].strip(): line for line in (styles / "README.md").read_text()
+            .splitlines() if line.startswith("| ") and not line.startswith(("| file", "| ---"))}
+    images = sorted(p.name for p in styles.iterdir() if p.suffix in (".jpg", ".png"))
+    assert len(images) == 6 and sorted(rows) == images
+    for name in images:
+        assert "public domain" in rows[name] or "MIT" in rows[name], rows[name]
+        config = Path(name).stem
+        cfg = compose_train(tmp_path, [f"style={config}"], fast=False)
+        assert Path(cfg.style.image).resolve() == (styles / name).resolve()
+        assert f"`style={config}`" in rows[name]
