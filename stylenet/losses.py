@@ -119,8 +119,8 @@ class PerceptualLoss(nn.Module):
         for name in style_layers:
             self.register_buffer(f"target_{name}", torch.empty(0))
 
-    def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.vgg(image)
+    def features(self, image: torch.Tensor, upto: str | None = None) -> dict[str, torch.Tensor]:
+        feats = self.vgg(image, upto)
         if self.feature_scale != 1.0:
             feats = {k: v * self.feature_scale for k, v in feats.items()}
         return feats
@@ -143,8 +143,10 @@ class PerceptualLoss(nn.Module):
         """output: stylized images (B, 3, H, W); content: the photos, or their precomputed
         features. Returns the weighted terms and their sum under 'total'."""
         if not isinstance(content, dict):
-            with torch.no_grad():  # the photo's features are a target: no graph needed
-                content = self.features(content)
+            # The photo's features are a target: no graph, and no layer past the content tap
+            # (relu2_2 is a third of VGG16's work up to relu4_3).
+            with torch.no_grad():
+                content = self.features(content, upto=self.content_layer)
         feats = self.features(output)
         grams = {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
         terms = {

@@ -155,8 +155,9 @@ class VGGFeatures(nn.Module):
                 f"network=vgg16_offline loss.vgg.weights={path})"
             )
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x: (B, 3, H, W) RGB in 0..1. Returns the requested taps."""
+    def forward(self, x: torch.Tensor, upto: str | None = None) -> dict[str, torch.Tensor]:
+        """x: (B, 3, H, W) RGB in 0..1. Returns the requested taps; with `upto` (a tap), only
+        those up to it, and the layers past it are not run."""
         x = (x - self.mean) * self.scale
         if self.input_convention == "caffe":
             x = x.flip(1)  # RGB -> BGR
@@ -166,6 +167,8 @@ class VGGFeatures(nn.Module):
             x = module(x)
             if name in wanted:
                 out[name] = x
+                if name == upto:
+                    break
         return out
 
 

@@ -68,3 +68,27 @@ def test_zero_weight_switches_a_style_layer_off():
     photo = torch.rand(1, 3, 16, 16)
     loss.set_style(photo)
     assert set(loss.style_targets()) == {"relu1_2", "relu2_2"}
+
+
+def test_the_photos_features_stop_at_the_content_layer():
+    """The photo is only a content target: its VGG pass stops at the content tap, and the loss is
+    the same as with every tap computed."""
+    from stylenet.losses import PerceptualLoss
+    from stylenet.vgg import VGGFeatures
+
+    torch.manual_seed(0)
+    vgg = VGGFeatures(["relu1_2", "relu2_2", "relu3_3", "relu4_3"], weights="random")
+    loss = PerceptualLoss(vgg, content_weight=1.0, style_weight=1.0)
+    loss.set_style(torch.rand(1, 3, 32, 32))
+    photo, out = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    ran = []
+    hooks = [m.register_forward_hook(lambda m, i, o: ran.append(o.shape[1]))
+             for m in vgg.features if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        short = loss(out, photo)
+    for h in hooks:
+        h.remove()
+    # the output's pass runs the 10 convs to relu4_3; the photo's the 4 to relu2_2
+    assert ran == [64, 64, 128, 128] + [64, 64, 128, 128, 256, 256, 256, 512, 512, 512]
+    full = loss(out, {k: v for k, v in loss.features(photo).items()})
+    torch.testing.assert_close(short["total"], full["total"])
