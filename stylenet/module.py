@@ -74,6 +74,7 @@ class StyleTransferModule(pl.LightningModule):
         loss: PerceptualLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         style: dict[str, Any],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         style_image: torch.Tensor | None = None,
         preview_every_n_steps: int = 500,
         channels_last: bool | None = None,
@@ -83,11 +84,12 @@ class StyleTransferModule(pl.LightningModule):
         run_config: str = "",
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "style_image", "run_config"],
-                                  logger=False)
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "style_image",
+                                          "run_config"], logger=False)
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.style = dict(style)
         self.style_image = style_image
         self.run_config = run_config
@@ -237,8 +239,15 @@ class StyleTransferModule(pl.LightningModule):
         return logger.experiment
 
     @override
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(params=[p for p in self.net.parameters() if p.requires_grad])
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(
+            params=[p for p in self.net.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        # Stepped after every optimizer step; Lightning saves and resumes its state.
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def model_meta(self) -> dict[str, Any]:
         """What a model file needs beside the weights: architecture, style, loss network."""
