@@ -13,7 +13,6 @@ untiled pass can pass it while memory is plentiful; activation_sizes() says when
 from __future__ import annotations
 
 import logging
-from itertools import islice
 
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -139,7 +138,7 @@ class Tiler:
         """The input of norm k (on the device) for (1, 3, h, w), the norms before it normalising
         with `stats`; the rest of the pass is not run."""
         with self._autocast():
-            return next(islice(self.net.steps(x.to(self.device), stats), k, None))
+            return self.net(x.to(self.device), stats, upto=k)
 
     def tiles_per_pass(self, th: int, tw: int, tile: int) -> int:
         """batch_size, or fewer where a batch of th x tw tiles would pass INDEX_LIMIT."""
@@ -223,10 +222,16 @@ class Tiler:
         if scale < 1:
             x = TF.resize(x, [max(4, round(h * scale)), max(4, round(w * scale))], antialias=True)
         stats = []
-        # The copy's norms use its own statistics, which are the ones measured here; zip stops
-        # before the pass computes its output.
-        with self._autocast():
-            for _, feat in zip(self.net.norms(), self.net.steps(x.to(self.device)), strict=False):
-                var, mean = torch.var_mean(feat.float(), dim=(2, 3), keepdim=True, correction=0)
-                stats.append((mean, var))
+
+        def measure(norm, args):  # the norm's input, as the copy's own pass normalises it
+            var, mean = torch.var_mean(args[0].float(), dim=(2, 3), keepdim=True, correction=0)
+            stats.append((mean, var))
+
+        hooks = [norm.register_forward_pre_hook(measure) for norm in self.net.norms()]
+        try:
+            with self._autocast():
+                self.net(x.to(self.device))
+        finally:
+            for hook in hooks:
+                hook.remove()
         return stats

@@ -61,14 +61,17 @@ class ResidualBlock(nn.Module):
         self.conv2 = ConvLayer(channels, channels, 3)
         self.in2 = InstanceNorm(channels)
 
-    def steps(self, x: torch.Tensor, s1: NormStats | None = None, s2: NormStats | None = None):
-        """Yields the input of in1, then of in2; returns the block's output (see
-        TransformerNet.steps)."""
+    def forward(self, x: torch.Tensor, s1: NormStats | None = None,
+                s2: NormStats | None = None, upto: int | None = None) -> torch.Tensor:
+        """s1, s2: statistics for in1, in2 (None: the input's own). upto=0 or 1: return the
+        input of in1 or in2 instead (see TransformerNet.forward)."""
         y = self.conv1(x)
-        yield y
+        if upto == 0:
+            return y
         y = F.relu(self.in1(y, s1))
         y = self.conv2(y)
-        yield y
+        if upto == 1:
+            return y
         return x + self.in2(y, s2)
 
 
@@ -145,19 +148,14 @@ class TransformerNet(nn.Module):
         return {"channels": list(self.channels), "num_residual": self.num_residual,
                 "pixel_scale": self.pixel_scale}
 
-    def forward(self, x: torch.Tensor, stats: Sequence[NormStats | None] = ()) -> torch.Tensor:
-        """(B, 3, H, W) in 0..1 -> stylized (B, 3, H, W). stats: (mean, var) or None for the
-        first norms in norms() order; given statistics replace the image's own (tiling)."""
-        for y in self.steps(x, stats):  # noqa: B007 (the last item is the output)
-            pass
-        return y
+    def forward(self, x: torch.Tensor, stats: Sequence[NormStats | None] = (),
+                upto: int | None = None) -> torch.Tensor:
+        """(B, 3, H, W) in 0..1 -> stylized (B, 3, H, W).
 
-    def steps(self, x: torch.Tensor, stats: Sequence[NormStats | None] = ()):
-        """The forward pass one instance norm at a time: yields the input of every norm in
-        norms() order, then the output. A caller that needs only the first k norm inputs (to
-        measure whole-image statistics tile by tile) stops iterating there, which skips the
-        rest of the pass."""
-        s = list(stats) + [None] * (2 * len(self.res) + 5 - len(stats))
+        For tiling a large image: `stats` gives (mean, var), or None, for the first norms in
+        norms() order, replacing the image's own statistics; `upto=k` returns the input of norm
+        k instead of the output (the norms before it use `stats`) and skips the rest."""
+        s = list(stats) + [None] * (2 * len(self.res) + 5 - len(stats))  # one per norm
         h, w = x.shape[-2:]
         # Two stride-2 convs need sides divisible by 4: reflect-pad up, crop back at the end.
         pad_h, pad_w = -h % 4, -w % 4
@@ -165,26 +163,34 @@ class TransformerNet(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
         x = x * self.pixel_scale  # (B, 3, H, W) in 0..pixel_scale
         y = self.conv1(x)  # (B, c1, H, W)
-        yield y
+        if upto == 0:
+            return y
         y = F.relu(self.in1(y, s[0]))
         y = self.conv2(y)  # (B, c2, H/2, W/2)
-        yield y
+        if upto == 1:
+            return y
         y = F.relu(self.in2(y, s[1]))
         y = self.conv3(y)  # (B, c3, H/4, W/4)
-        yield y
+        if upto == 2:
+            return y
         y = F.relu(self.in3(y, s[2]))
-        for i, block in enumerate(self.res):  # (B, c3, H/4, W/4)
-            y = yield from block.steps(y, s[3 + 2 * i], s[4 + 2 * i])
+        for i, block in enumerate(self.res):  # (B, c3, H/4, W/4); norms 3 + 2i and 4 + 2i
+            k = 3 + 2 * i
+            if upto in (k, k + 1):
+                return block(y, s[k], s[k + 1], upto=upto - k)
+            y = block(y, s[k], s[k + 1])
         y = self.up1(y)  # (B, c2, H/2, W/2)
-        yield y
+        if upto == len(s) - 2:
+            return y
         y = F.relu(self.in4(y, s[-2]))
         y = self.up2(y)  # (B, c1, H, W)
-        yield y
+        if upto == len(s) - 1:
+            return y
         y = F.relu(self.in5(y, s[-1]))
         y = self.conv_out(y)  # (B, 3, H, W); no output activation, as in the reference
-        yield y[..., :h, :w] / self.pixel_scale
+        return y[..., :h, :w] / self.pixel_scale
 
     def norms(self) -> list[InstanceNorm]:
-        """The instance norms in the order forward() runs them (and steps() yields their
-        inputs): the order of the stats given to forward()."""
+        """The instance norms in the order forward() runs them: the order of its stats and of
+        upto."""
         return [m for m in self.modules() if isinstance(m, InstanceNorm)]

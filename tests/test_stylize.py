@@ -56,11 +56,11 @@ def test_out_of_memory_falls_back_to_tiles_and_says_so(model_file, caplog):
     forward = stylizer.net.forward
     sizes = []
 
-    def limited(t, stats=()):  # a device that only holds 128x128
+    def limited(t, stats=(), upto=None):  # a device that only holds 128x128
         sizes.append(t.shape[-2] * t.shape[-1])
         if sizes[-1] > 128 * 128:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return forward(t, stats)
+        return forward(t, stats, upto)
 
     stylizer.net.forward = limited
     with caplog.at_level(logging.WARNING):

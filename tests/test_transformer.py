@@ -35,9 +35,29 @@ def test_given_norm_statistics_reproduce_own_statistics():
     net = TransformerNet(channels=(8, 16, 32), num_residual=1).eval()
     x = torch.rand(1, 3, 24, 24)
     plain = net(x)
-    own = [torch.var_mean(f, dim=(2, 3), keepdim=True, correction=0)[::-1]
-           for f, _ in zip(net.steps(x), net.norms(), strict=False)]
+    own = [torch.var_mean(net(x, upto=k), dim=(2, 3), keepdim=True, correction=0)[::-1]
+           for k in range(len(net.norms()))]
+    assert [f[0].shape[1] for f in own] == [n.num_features for n in net.norms()]
     assert torch.allclose(net(x, own), plain, atol=1e-5)
+
+
+def test_the_forward_is_one_graph_under_torch_compile():
+    """Straight-line code: torch.compile captures the whole forward in one graph (fullgraph
+    raises on a graph break), with and without upto."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    net = TransformerNet(channels=(8, 16, 32), num_residual=2).eval()
+    x = torch.rand(2, 3, 32, 36)
+    counter = CompileCounter()
+    compiled = torch.compile(net, backend=counter, fullgraph=True)
+    torch.testing.assert_close(compiled(x), net(x))
+    assert counter.frame_count == 1 and counter.op_count > 20
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    tap = torch.compile(lambda x: net(x, upto=4), backend=counter, fullgraph=True)
+    torch.testing.assert_close(tap(x), net(x, upto=4))
+    assert counter.frame_count == 1
 
 
 def test_model_files_from_before_the_pixel_scale_still_stylize_as_they_did(tmp_path):
