@@ -356,7 +356,10 @@ def shell(ws: Path, command: str, timeout: float = TIMEOUT) -> str:
 
 def workspace_env(ws: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = f"{ws / '.bin'}{os.pathsep}{env['PATH']}"
+    # The wrappers first, then the folder of the Python running the tests (its pip,
+    # tensorboard): an unactivated venv works as an activated one.
+    env["PATH"] = os.pathsep.join([str(ws / ".bin"), str(Path(sys.executable).parent),
+                                   env["PATH"]])
     env["STYLENET_ROOT"] = str(ws)  # paths.root_dir: logs/ and data/ are the workspace's
     env["OMP_NUM_THREADS"] = "1"  # several small jobs; no OpenMP threads fighting over cores
     env["PYTHONUNBUFFERED"] = "1"
@@ -371,6 +374,30 @@ def save_photo(name: str, path: Path, size: tuple[int, int]) -> None:
     Image.fromarray(getattr(skimage.data, name)()).convert("RGB").resize(size).save(path)
 
 
+def python_wrappers(bin_dir: Path, executable: str) -> None:
+    """`python` and `python3` in bin_dir run `executable`. Scripts that exec it, not symlinks:
+    run through a symlink, a venv's interpreter no longer finds its pyvenv.cfg and loses the
+    venv's packages."""
+    for name in ("python", "python3"):
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec "{executable}" "$@"\n')
+        wrapper.chmod(0o755)
+
+
+def test_the_workspace_python_keeps_an_unactivated_venv(tmp_path):
+    """The README's `python` is the interpreter running the tests, venv included."""
+    import venv
+
+    venv.create(tmp_path / "venv", system_site_packages=True, with_pip=False, symlinks=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python_wrappers(bin_dir, str(python))
+    prefix = subprocess.run([bin_dir / "python", "-c", "import sys; print(sys.prefix)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(prefix) == tmp_path / "venv"
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Path:
     """A checkout-like folder with everything the README's commands name, and the model the
@@ -378,8 +405,7 @@ def ws(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("readme")
     bin_dir = ws / ".bin"
     bin_dir.mkdir()
-    for name in ("python", "python3"):
-        (bin_dir / name).symlink_to(sys.executable)
+    python_wrappers(bin_dir, sys.executable)
     for name in ("train.py", "infer.py", "optimize.py", "stylenet", "configs", "benchmarks"):
         (ws / name).symlink_to(ROOT / name)
     (ws / "data").mkdir()
