@@ -18,8 +18,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
-from stylenet.image import atomic_write
 from stylenet.transformer import LEGACY_PIXEL_SCALE
+from stylenet.util import atomic_write
 
 log = logging.getLogger(__name__)
 

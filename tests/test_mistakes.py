@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import stylenet.cli
+import stylenet.util
 from infer import infer
 from optimize import check_config, optimize
 from stylenet.export import export
@@ -227,7 +228,7 @@ def test_export_to_the_default_path_never_overwrites(tmp_path):
 # -- long work says where it is ------------------------------------------------------------------
 
 def test_tiling_logs_its_progress(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(stylenet.cli, "HEARTBEAT_SECONDS", 0.0)
+    monkeypatch.setattr(stylenet.util, "HEARTBEAT_SECONDS", 0.0)
     net, _ = load_model(save_tiny_model(tmp_path / "m.pt"))
     tiler = Tiler(net, torch.device("cpu"), torch.float32, overlap=16, batch_size=1)
     with caplog.at_level(logging.INFO, logger="stylenet"):
@@ -251,7 +252,7 @@ def photo_files(tmp_path, size=64):
 
 
 def test_optimize_logs_the_total_steps_and_a_heartbeat(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(stylenet.cli, "HEARTBEAT_SECONDS", 0.0)
+    monkeypatch.setattr(stylenet.util, "HEARTBEAT_SECONDS", 0.0)
     content, style = photo_files(tmp_path)
     cfg = compose_in("optimize", "optimize", f"content={content}", f"style={style}",
                      f"output={tmp_path / 'out.png'}", *FAST_OPT, "size=64",
