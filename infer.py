@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from stylenet.cli import check_required, one_line_errors, run
 from stylenet.image import Photo, check_image_path, check_overwrite, write_photo
@@ -22,6 +22,7 @@ from stylenet.inputs import check_format, find_inputs, stylize_files
 from stylenet.sheet import contact_sheet
 from stylenet.stylize import Stylizer
 from stylenet.video import is_video, stylize_video
+from stylenet.zoo import listing
 
 log = logging.getLogger("stylenet.infer")
 
@@ -73,6 +74,9 @@ def infer(cfg: DictConfig) -> list[Path]:
 
 @hydra.main(version_base="1.3", config_path="configs/infer", config_name="infer")
 def main(cfg: DictConfig) -> None:
+    if not OmegaConf.is_missing(cfg, "model") and cfg.model == "list":
+        print(listing())  # the shipped models: model=starry_night needs no training
+        return
     with one_line_errors():
         check_required(cfg)
         infer(cfg)

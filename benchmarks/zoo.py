@@ -1,0 +1,317 @@
+"""The model zoo's measurements: judge training runs on the held-out photos, draw their curves
+against wall time, and publish a finished run as a shipped model with its record.
+
+    python benchmarks/zoo.py judge logs/zoo/runs/starry_night/<date>        # every checkpoint
+    python benchmarks/zoo.py compare RECIPE_RUN BASELINE_RUN                 # curves + images
+    python benchmarks/zoo.py publish logs/zoo/runs/starry_night/<date>       # ship it
+    python benchmarks/zoo.py readme                                          # the README picture
+
+Scores come from benchmarks/judge.py (imports nothing from stylenet): content and style loss of
+each held-out photo of data/heldout/ (8 photos, 512 px on the long side) against the run's
+painting at 512 px on its long side, in the VGG16's Caffe units (content 1 : style 5), means
+over the photos. The models stylize through stylenet's Stylizer, in fp32 on the CPU, as users
+run them. A run's wall time at a checkpoint is the checkpoint file's time less the time its
+run folder's config was written (start-up, VGG loading and validation included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from PIL import Image, ImageDraw
+from torchvision.transforms.v2 import functional as TF
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from judge import Judge  # noqa: E402
+
+from stylenet import zoo  # noqa: E402
+from stylenet.image import image_grid, load_tensor, to_pil  # noqa: E402
+from stylenet.model_file import ZOO, load_model, save_model  # noqa: E402
+from stylenet.stylize import Stylizer  # noqa: E402
+
+HELD_OUT = ROOT / "data" / "heldout"
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs" / "zoo"
+JUDGE_SIZE = 512  # long side of the held-out photos and of the painting when judged
+HF_SIZE = 1024  # long side at which the high-frequency ratio is measured (a user's photo size)
+README_PHOTO = "astronaut"  # the README's picture: a face, a flag and a name patch
+ZOO_README = """# The model zoo
+
+One model per bundled painting, trained by stylenet with the CPU recipe (`experiment=cpu_zoo`,
+`configs/experiment/cpu_zoo.yaml`) on the 37 photos of `data/get_photos.sh`, weights in fp16.
+Use one by name: `python infer.py model=starry_night input=photo.jpg output=out.jpg`;
+`python infer.py model=list` lists them.
+
+Held-out losses: `benchmarks/judge.py` (independent of stylenet's loss code) on the 8 photos of
+`data/heldout/` at 512 px, against the painting at 512 px, in VGG16 Caffe units (content 1 :
+style 5), means over the photos, measured on the shipped file (`tests/test_zoo.py` measures them
+again). High-frequency ratio: the Laplacian energy of the output over the photo's, on the same
+photos at 1024 px (checkerboards, stripes or noise push it above 2). Wall time: the training
+run, start to model file, on the CPU named. Written by `python benchmarks/zoo.py publish RUN`.
+
+{table}
+
+Curves against the reference recipe at equal time, and how the recipe was chosen:
+[benchmarks/NOTES.md](../../benchmarks/NOTES.md) ("The CPU zoo recipe")."""
+
+
+def heldout(size: int = JUDGE_SIZE) -> dict[str, torch.Tensor]:
+    """name -> (3, H, W) in 0..1, the long side `size` (Lanczos; up from 512 for 1024)."""
+    photos = {}
+    for path in sorted(HELD_OUT.glob("*.jpg")):
+        img = Image.open(path).convert("RGB")
+        scale = size / max(img.size)
+        img = img.resize((round(img.width * scale), round(img.height * scale)),
+                         Image.Resampling.LANCZOS)
+        photos[path.stem] = TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True)
+    return photos
+
+
+def run_config(run: Path) -> dict:
+    return yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+
+
+def painting_path(run: Path) -> Path:
+    image = run_config(run)["style"]["image"]
+    return Path(image.replace("${paths.data_dir}", str(ROOT / "data")))
+
+
+def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> dict:
+    """Means over the photos of the judge's scores, and each photo's."""
+    stylizer = Stylizer(model, device="cpu", precision="fp32")
+    per_photo = {name: judge(photo, stylizer(photo)) for name, photo in photos.items()}
+    mean = {k: statistics.fmean(s[k] for s in per_photo.values())
+            for k in ("content", "style", "high_freq_ratio")}
+    return {**mean, "photos": per_photo}
+
+
+def judge_run(run: Path, every: int = 1) -> dict:
+    """Every step checkpoint of a run (and its model file), scored on the held-out photos."""
+    start = (run / ".hydra" / "config.yaml").stat().st_mtime
+    judge = Judge(None, load_tensor(painting_path(run), max_side=JUDGE_SIZE))
+    photos = heldout()
+    points = []
+    ckpts = sorted((run / "checkpoints").glob("step*.ckpt"))[::every]
+    for ckpt in ckpts:
+        step = int(ckpt.stem.removeprefix("step"))
+        s = score(ckpt, judge, photos)
+        points.append({"step": step, "seconds": ckpt.stat().st_mtime - start,
+                       "content": s["content"], "style": s["style"],
+                       "high_freq_ratio": s["high_freq_ratio"], "file": ckpt.name})
+        print(f"{run.name} step {step:>5} {points[-1]['seconds']:>7.0f} s  content "
+              f"{s['content']:>8.0f}  style {s['style']:>9.0f}  hf {s['high_freq_ratio']:.2f}",
+              flush=True)
+    cfg = run_config(run)
+    return {"run": str(run), "style": cfg["style"]["name"], "points": points,
+            "settings": {"lr": cfg["model"]["optimizer"]["lr"],
+                         "scheduler": cfg["model"].get("scheduler"),
+                         "batch_size": cfg["data"]["batch_size"],
+                         "crop": cfg["data"]["dataset"]["image_size"],
+                         "channels": cfg["model"]["net"]["channels"],
+                         "num_residual": cfg["model"]["net"]["num_residual"],
+                         "style_weight": cfg["style"]["style_weight"],
+                         "style_size": cfg["style"]["size"]}}
+
+
+# -- pictures ------------------------------------------------------------------------------------
+def plot(curves: dict[str, dict], path: Path, title: str) -> Path:
+    """Held-out content and style loss against wall time, one line per run (PIL only)."""
+    w, h, pad = 520, 320, 50
+    colours = [(200, 40, 40), (40, 90, 200), (40, 160, 70), (150, 80, 170)]
+    canvas = Image.new("RGB", (2 * w, h + 30), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((10, 5), title, fill="black")
+    for panel, key in enumerate(("content", "style")):
+        x0 = panel * w
+        pts = [p for c in curves.values() for p in c["points"]]
+        tmax = max(p["seconds"] for p in pts)
+        lo, hi = min(p[key] for p in pts), max(p[key] for p in pts)
+        hi = hi if hi > lo else lo + 1
+
+        def xy(p, x0=x0, tmax=tmax, lo=lo, hi=hi, key=key):
+            return (x0 + pad + (w - 1.5 * pad) * p["seconds"] / tmax,
+                    30 + h - pad - (h - 1.5 * pad) * (p[key] - lo) / (hi - lo))
+
+        draw.rectangle([x0 + pad, 30 + pad / 2, x0 + w - pad / 2, 30 + h - pad], outline="grey")
+        draw.text((x0 + pad, 30 + h - pad + 5), f"0 .. {tmax / 60:.0f} min", fill="black")
+        draw.text((x0 + 5, 30 + pad / 2), f"{hi:.0f}", fill="black")
+        draw.text((x0 + 5, 30 + h - pad - 10), f"{lo:.0f}", fill="black")
+        draw.text((x0 + w / 2 - 60, 30 + 8), f"held-out {key}", fill="black")
+        for i, (name, c) in enumerate(curves.items()):
+            colour = colours[i % len(colours)]
+            line = [xy(p) for p in c["points"]]
+            if len(line) > 1:
+                draw.line(line, fill=colour, width=2)
+            for q in line:
+                draw.ellipse([q[0] - 2, q[1] - 2, q[0] + 2, q[1] + 2], fill=colour)
+            draw.text((x0 + pad + 10, 30 + h - pad - 20 - 14 * (i + 1)), name, fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def at_time(curve: dict, seconds: float) -> dict:
+    """The last point of a run at or before `seconds` of wall time."""
+    return [p for p in curve["points"] if p["seconds"] <= seconds + 1][-1]
+
+
+def side_by_side(rows: list[tuple[str, list[tuple[str, Path]]]], size: int, path: Path) -> Path:
+    """One row per held-out photo: the photo, then each model's output (columns named in
+    `rows`' (photo, [(label, model)]) order)."""
+    photos = heldout(size)
+    stylizers = {}
+    cells = []
+    for photo_name, models in rows:
+        photo = photos[photo_name]
+        cells.append(photo)
+        for _label, model in models:
+            stylizer = stylizers.setdefault(model, Stylizer(model, device="cpu",
+                                                            precision="fp32"))
+            cells.append(stylizer(photo))
+    hmin = min(c.shape[-2] for c in cells)
+    wmin = min(c.shape[-1] for c in cells)
+    cells = [TF.center_crop(c, [hmin, wmin]) for c in cells]
+    to_pil(image_grid(cells, nrow=1 + len(rows[0][1]), padding=4)).save(path, quality=92)
+    return path
+
+
+def compare(recipe: Path, baseline: Path, out: Path = RESULTS) -> dict:
+    """Curves of both runs and side-by-side images at the recipe's final wall time."""
+    curves = {"recipe": judge_run(recipe), "baseline": judge_run(baseline)}
+    style = curves["recipe"]["style"]
+    out.mkdir(parents=True, exist_ok=True)
+    plot(curves, out / f"zoo_{style}_curves.png", f"{style}: held-out loss against wall time "
+         "(2-core CPU)")
+    t = min(curves["recipe"]["points"][-1]["seconds"], curves["baseline"]["points"][-1]["seconds"])
+    picks = {k: at_time(c, t) for k, c in curves.items()}
+    models = [(k, Path(c["run"]) / "checkpoints" / picks[k]["file"]) for k, c in curves.items()]
+    side_by_side([(p, models[::-1]) for p in ("astronaut", "chelsea", "china", "text")],
+                 JUDGE_SIZE, out / f"zoo_{style}_side_by_side.jpg")
+    report = {"equal_time_seconds": t, "at_equal_time": picks, "curves": curves}
+    (out / f"zoo_{style}_compare.json").write_text(json.dumps(report, indent=1))
+    for k, p in picks.items():
+        print(f"{k:<9} at {p['seconds']:.0f} s (step {p['step']}): content {p['content']:.0f}, "
+              f"style {p['style']:.0f}, hf {p['high_freq_ratio']:.2f}")
+    r, b = picks["recipe"], picks["baseline"]
+    print(f"recipe / baseline at equal time: content {r['content'] / b['content']:.3f}, "
+          f"style {r['style'] / b['style']:.3f}")
+    return report
+
+
+# -- publishing ----------------------------------------------------------------------------------
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def record_of(name: str, model: Path, run: Path | None = None) -> dict:
+    """What the zoo table says of a shipped model, measured on the shipped (fp16) file."""
+    net, meta = load_model(model)
+    config = yaml.safe_load(meta["config"])
+    judge = Judge(None, load_tensor(ROOT / "data" / "styles" / f"{name}.jpg",
+                                    max_side=JUDGE_SIZE))
+    judged = score(model, judge, heldout())
+    hf = score(model, judge, heldout(HF_SIZE))["high_freq_ratio"]
+    return {
+        "held_out": {"content": judged["content"], "style": judged["style"],
+                     "high_freq_ratio_1024": hf,
+                     "photos": {k: {"content": v["content"], "style": v["style"]}
+                                for k, v in judged["photos"].items()}},
+        "style_sha256": meta["style"]["sha256"],
+        "style_weight": config["style"]["style_weight"], "style_size": config["style"]["size"],
+        "steps": config["trainer"]["max_steps"],
+    }
+
+
+def publish(run: Path, name: str | None = None) -> dict:
+    """Ship a finished run: its weights in fp16 as stylenet/models/<name>.pt, its record in
+    zoo.json (measured on the shipped file) and a sample in docs/zoo/."""
+    cfg = run_config(run)
+    name = name or cfg["style"]["name"]
+    net, meta = load_model(run / "model.pt")
+    ZOO.mkdir(exist_ok=True)
+    shipped = save_model(ZOO / f"{name}.pt", net, meta, config=meta["config"],
+                         dtype=torch.float16)
+    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    start = (run / ".hydra" / "config.yaml").stat().st_mtime
+    record = {
+        "painting": cfg["style"].get("title", name),
+        "command": "python train.py " + " ".join(o for o in overrides
+                                                 if not o.startswith("hydra.")),
+        "wall_minutes": round(((run / "model.pt").stat().st_mtime - start) / 60, 1),
+        "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads",
+        "size_mb": round(shipped.stat().st_size / 2**20, 2),
+        **record_of(name, shipped, run),
+        "sample": f"docs/zoo/{name}.jpg",
+    }
+    DOCS.mkdir(parents=True, exist_ok=True)
+    side_by_side([(p, [(name, shipped)]) for p in ("chelsea", "china")], JUDGE_SIZE,
+                 ROOT / record["sample"])
+    path = ZOO / "zoo.json"
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    records[name] = record
+    path.write_text(json.dumps(dict(sorted(records.items())), indent=1) + "\n")
+    (ZOO / "README.md").write_text(ZOO_README.format(table=zoo.table()) + "\n")
+    print(json.dumps({k: v for k, v in record.items() if k != "held_out"}, indent=1))
+    return record
+
+
+def readme_picture(out: Path = ROOT / "docs" / "zoo.jpg") -> Path:
+    """The README's first picture: each painting above the held-out photo stylized by its
+    model, the photo itself on the left."""
+    records = json.loads((ZOO / "zoo.json").read_text())
+    photo = heldout(JUDGE_SIZE)[README_PHOTO]
+    size = photo.shape[-1] // 2
+    top, bottom = [torch.ones(3, size, size)], [TF.resize(photo, [size, size], antialias=True)]
+    for name in records:
+        painting = load_tensor(ROOT / "data" / "styles" / f"{name}.jpg")
+        top.append(TF.center_crop(TF.resize(painting, size, antialias=True), [size, size]))
+        out_img = Stylizer(ZOO / f"{name}.pt", device="cpu", precision="fp32")(photo)
+        bottom.append(TF.resize(out_img, [size, size], antialias=True))
+    to_pil(image_grid(top + bottom, nrow=len(top), padding=4)).save(out, quality=90)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    j = sub.add_parser("judge", help="score every step checkpoint of runs")
+    j.add_argument("runs", nargs="+", type=Path)
+    j.add_argument("--every", type=int, default=1, help="every n-th checkpoint")
+    c = sub.add_parser("compare", help="curves and images: recipe run against baseline run")
+    c.add_argument("recipe", type=Path)
+    c.add_argument("baseline", type=Path)
+    c.add_argument("--out", type=Path, default=RESULTS)
+    pub = sub.add_parser("publish", help="ship a finished run in stylenet/models/")
+    pub.add_argument("run", type=Path)
+    pub.add_argument("--name")
+    sub.add_parser("readme", help="docs/zoo.jpg from the shipped models")
+    a = p.parse_args(argv)
+    if a.cmd == "judge":
+        for run in a.runs:
+            report = judge_run(run, a.every)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            (RESULTS / f"zoo_judge_{run.name}.json").write_text(json.dumps(report, indent=1))
+    elif a.cmd == "compare":
+        compare(a.recipe, a.baseline, a.out)
+    elif a.cmd == "publish":
+        publish(a.run, a.name)
+    else:
+        print(readme_picture())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
