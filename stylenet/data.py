@@ -1,11 +1,11 @@
-"""Training photos: a recursive image-folder dataset that skips bad files, an in-memory synthetic
-dataset for tests, and the DataModule that serves them as uint8 batches (normalised on the GPU)."""
+"""Training photos: a recursive image-folder dataset that skips bad files, and the DataModule that
+serves any dataset (this one, or stylenet/memory.py's in-memory ones) as uint8 batches,
+normalised on the GPU."""
 
 from __future__ import annotations
 
 import importlib.resources
 import logging
-import math
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -42,7 +42,7 @@ def crop_photo(
     return TF.crop(t, top, left, size, size)
 
 
-def _split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
+def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
     """Dataset keys are an index, or (index, crop seed) from ResumableSampler."""
     return key if isinstance(key, tuple) else (key, None)
 
@@ -179,7 +179,7 @@ class PhotoFolder(Dataset):
         return f"{self.paths[index]}: {type(error).__name__}: {error}"
 
     def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
-        index, seed = _split_key(key)
+        index, seed = split_key(key)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         for offset in range(len(self.paths)):
             i = (index + offset) % len(self.paths)
@@ -206,49 +206,6 @@ class PhotoFolder(Dataset):
     def mark_bad(self, indices: list[int]) -> None:
         """Flag files found unusable before a restart, so they are not warned about again."""
         self.bad[[i for i in indices if i < len(self.bad)]] = True
-
-
-class SyntheticImages(Dataset):
-    """`n` deterministic in-memory photo-like images (smooth colour fields with edges), for
-    tests."""
-
-    def __init__(self, n: int = 16, image_size: int = 64, seed: int = 0):
-        gen = torch.Generator().manual_seed(seed)
-        low = torch.rand(n, 3, 4, 4, generator=gen)
-        smooth = torch.nn.functional.interpolate(
-            low, size=(image_size, image_size), mode="bicubic", align_corners=False
-        )
-        y = torch.linspace(0, 1, image_size).view(1, 1, -1, 1)
-        x = torch.linspace(0, 1, image_size).view(1, 1, 1, -1)
-        freq = torch.randint(2, 8, (n, 1, 1, 1), generator=gen).float()
-        stripes = 0.25 * torch.sin(2 * math.pi * freq * (x + 0.5 * y))
-        self.images = ((smooth + stripes).clamp(0, 1) * 255).round().to(torch.uint8)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def load(self, index: int, random_crop=None, generator=None, size=None) -> torch.Tensor:
-        image = self.images[index]
-        return image if size is None else TF.resize(image, [size, size], antialias=True)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
-        return self.images[_split_key(key)[0]]
-
-
-class TensorImages(SyntheticImages):
-    """Photos already cut to crops, saved as one uint8 tensor (N, 3, S, S) with torch.save: no
-    decoding while training, and the same pixels for every run that reads the file (the quality
-    benchmark hands the same crops to stylenet and to the reference loop this way)."""
-
-    def __init__(self, path: str):
-        try:
-            images = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"data.dataset.path={path}: no such file") from None
-        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
-                and images.dim() == 4 and images.shape[1] == 3):
-            raise ValueError(f"data.dataset.path={path}: expected a uint8 (N, 3, H, W) tensor")
-        self.images = images
 
 
 class StyleDataModule(pl.LightningDataModule):

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stylenet.data import PhotoFolder, StyleDataModule, SyntheticImages
+from stylenet.data import PhotoFolder, StyleDataModule
 from stylenet.image import ImageError, load_tensor, open_rgb
+from stylenet.memory import SyntheticImages
 
 
 def _photo(size=(80, 60), seed=0) -> Image.Image:
