@@ -121,7 +121,8 @@ def load_model(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
     try:
         net = TransformerNet(channels=tuple(arch.get("channels", (32, 64, 128))),
                              num_residual=int(arch.get("num_residual", 5)),
-                             pixel_scale=float(arch.get("pixel_scale", LEGACY_PIXEL_SCALE)))
+                             pixel_scale=float(arch.get("pixel_scale", LEGACY_PIXEL_SCALE)),
+                             edge_kernel=int(arch.get("edge_kernel", 9)))
         net.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200]

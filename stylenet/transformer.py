@@ -104,6 +104,8 @@ class TransformerNet(nn.Module):
     `channels` are the widths of the three encoder stages (32, 64, 128 in the paper); a smaller
     net for fast CPU inference is a config change: e.g. channels=[16, 32, 64], num_residual=3.
     `pixel_scale`: the pixel range the layers work in (see PIXEL_SCALE); part of the architecture.
+    `edge_kernel`: the kernel of the first and last convs, the two at full resolution (9 in the
+    paper; smaller ones cost far fewer multiply-adds per pixel, for fast CPU nets).
     """
 
     def __init__(
@@ -111,14 +113,16 @@ class TransformerNet(nn.Module):
         channels: tuple[int, int, int] = (32, 64, 128),
         num_residual: int = 5,
         pixel_scale: float = PIXEL_SCALE,
+        edge_kernel: int = 9,
     ):
         super().__init__()
         c1, c2, c3 = channels
         self.channels = (c1, c2, c3)
         self.num_residual = num_residual
         self.pixel_scale = float(pixel_scale)
+        self.edge_kernel = int(edge_kernel)
         # Encoder: (B, 3, H, W) -> (B, c3, H/4, W/4)
-        self.conv1 = ConvLayer(3, c1, 9)
+        self.conv1 = ConvLayer(3, c1, edge_kernel)
         self.in1 = InstanceNorm(c1)
         self.conv2 = ConvLayer(c1, c2, 3, stride=2)
         self.in2 = InstanceNorm(c2)
@@ -130,7 +134,7 @@ class TransformerNet(nn.Module):
         self.in4 = InstanceNorm(c2)
         self.up2 = UpsampleConv(c2, c1)
         self.in5 = InstanceNorm(c1)
-        self.conv_out = ConvLayer(c1, 3, 9)
+        self.conv_out = ConvLayer(c1, 3, edge_kernel)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -146,7 +150,7 @@ class TransformerNet(nn.Module):
     def config(self) -> dict:
         """The architecture settings a model file needs to rebuild this net."""
         return {"channels": list(self.channels), "num_residual": self.num_residual,
-                "pixel_scale": self.pixel_scale}
+                "pixel_scale": self.pixel_scale, "edge_kernel": self.edge_kernel}
 
     def forward(self, x: torch.Tensor, stats: Sequence[NormStats | None] = (),
                 upto: int | None = None) -> torch.Tensor:
@@ -194,3 +198,44 @@ class TransformerNet(nn.Module):
         """The instance norms in the order forward() runs them: the order of its stats and of
         upto."""
         return [m for m in self.modules() if isinstance(m, InstanceNorm)]
+
+
+def macs_per_pixel(net: nn.Module, size: int = 256) -> float:
+    """Multiply-adds of one forward pass per input pixel, counted on a size x size image."""
+    total = 0
+
+    def count(conv, args, out):
+        nonlocal total
+        kh, kw = conv.kernel_size
+        total += out.numel() // out.shape[0] * conv.in_channels // conv.groups * kh * kw
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / size**2
+
+
+if __name__ == "__main__":  # python -m stylenet.transformer --macs
+    import argparse
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    parser = argparse.ArgumentParser(description="multiply-adds per pixel of each model=... net")
+    parser.add_argument("--macs", action="store_true", help="(the default and only report)")
+    parser.parse_args()
+    configs = Path(__file__).resolve().parents[1] / "configs" / "model"
+    base = OmegaConf.load(configs / "stylenet.yaml").net
+    for path in sorted(configs.glob("*.yaml")):
+        net_cfg = OmegaConf.merge(base, OmegaConf.load(path).get("net", {}))
+        kernel = net_cfg.get("edge_kernel", 9)
+        net = TransformerNet(tuple(net_cfg.channels), net_cfg.num_residual, edge_kernel=kernel)
+        params = sum(p.numel() for p in net.parameters())
+        print(f"model={path.stem:<10} channels={list(net_cfg.channels)!s:<14} "
+              f"blocks={net_cfg.num_residual} edge={kernel}x{kernel}  "
+              f"{macs_per_pixel(net) / 1e3:6.1f}k multiply-adds per pixel, "
+              f"{params / 1e6:.2f}M parameters")

@@ -77,3 +77,28 @@ def test_model_files_from_before_the_pixel_scale_still_stylize_as_they_did(tmp_p
     now = TransformerNet(channels=(8, 16, 32), num_residual=1).eval()
     now.load_state_dict(old.state_dict())
     assert (now(x) - old(x)).abs().max() > 1e-3
+
+
+def test_multiply_adds_per_pixel_by_hand():
+    """The paper's net: 9x9 3->32, 3x3 32->64 /2, 3x3 64->128 /4, 10 convs 128->128 at /4,
+    3x3 128->64 at /2, 3x3 64->32, 9x9 32->3: 153,792 per input pixel."""
+    from stylenet.transformer import macs_per_pixel
+
+    hand = (81 * 3 * 32 + 9 * 32 * 64 / 4 + 9 * 64 * 128 / 16 + 10 * 9 * 128 * 128 / 16
+            + 9 * 128 * 64 / 4 + 9 * 64 * 32 + 81 * 32 * 3)
+    assert macs_per_pixel(TransformerNet()) == hand == 153_792
+    small_edges = TransformerNet((8, 16, 32), 5, edge_kernel=5)
+    assert macs_per_pixel(TransformerNet((8, 16, 32), 5)) == 12_528  # width 0.25
+    assert macs_per_pixel(small_edges) == 12_528 - 2 * (81 - 25) * 3 * 8
+
+
+def test_the_edge_kernel_is_part_of_the_model_file(tmp_path):
+    from stylenet.model_file import load_model, save_model
+
+    torch.manual_seed(0)
+    net = TransformerNet((8, 16, 32), num_residual=1, edge_kernel=5).eval()
+    path = save_model(tmp_path / "m.pt", net, {"arch": net.config()})
+    loaded, meta = load_model(path)
+    assert meta["arch"]["edge_kernel"] == 5 and loaded.conv1.conv.kernel_size == (5, 5)
+    x = torch.rand(1, 3, 20, 28)
+    torch.testing.assert_close(loaded(x), net(x))
