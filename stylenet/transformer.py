@@ -106,6 +106,9 @@ class TransformerNet(nn.Module):
     `pixel_scale`: the pixel range the layers work in (see PIXEL_SCALE); part of the architecture.
     `edge_kernel`: the kernel of the first and last convs, the two at full resolution (9 in the
     paper; smaller ones cost far fewer multiply-adds per pixel, for fast CPU nets).
+    `start_grey`: initialise the last conv's bias so that the untrained net outputs mid-grey
+    rather than near-black (the paper's scaled tanh also starts mid-range); init only, so not
+    part of the architecture.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class TransformerNet(nn.Module):
         num_residual: int = 5,
         pixel_scale: float = PIXEL_SCALE,
         edge_kernel: int = 9,
+        start_grey: bool = False,
     ):
         super().__init__()
         c1, c2, c3 = channels
@@ -135,9 +139,9 @@ class TransformerNet(nn.Module):
         self.up2 = UpsampleConv(c2, c1)
         self.in5 = InstanceNorm(c1)
         self.conv_out = ConvLayer(c1, 3, edge_kernel)
-        self._init_weights()
+        self._init_weights(start_grey)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, start_grey: bool = False) -> None:
         # PyTorch's default conv init (Kaiming uniform) as in the reference; norms start at
         # identity. Kept in one place so a different init is a one-line change.
         for m in self.modules():
@@ -146,6 +150,8 @@ class TransformerNet(nn.Module):
             elif isinstance(m, InstanceNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if start_grey:  # output ~0.5 (in 0..1) at step 0: no steps spent climbing out of black
+            nn.init.constant_(self.conv_out.conv.bias, 0.5 * self.pixel_scale)
 
     def config(self) -> dict:
         """The architecture settings a model file needs to rebuild this net."""

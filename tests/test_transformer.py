@@ -102,3 +102,12 @@ def test_the_edge_kernel_is_part_of_the_model_file(tmp_path):
     assert meta["arch"]["edge_kernel"] == 5 and loaded.conv1.conv.kernel_size == (5, 5)
     x = torch.rand(1, 3, 20, 28)
     torch.testing.assert_close(loaded(x), net(x))
+
+
+def test_start_grey_starts_the_output_at_mid_grey():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    assert TransformerNet((8, 16, 32), 1)(x).mean().abs() < 0.1  # the reference: near black
+    grey = TransformerNet((8, 16, 32), 1, start_grey=True)
+    assert (grey(x).mean() - 0.5).abs() < 0.1
+    assert "start_grey" not in grey.config()  # init only: model files do not carry it
