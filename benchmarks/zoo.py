@@ -10,8 +10,9 @@ Scores come from benchmarks/judge.py (imports nothing from stylenet): content an
 each held-out photo of data/heldout/ (8 photos, 512 px on the long side) against the run's
 painting at 512 px on its long side, in the VGG16's Caffe units (content 1 : style 5), means
 over the photos. The models stylize through stylenet's Stylizer, in fp32 on the CPU, as users
-run them. A run's wall time at a checkpoint is the checkpoint file's time less the time its
-run folder's config was written (start-up, VGG loading and validation included).
+run them. A run's wall time at a step is the step times its mean seconds per step (validation and
+previews included; start-up, ~15 s, left out), read from its TensorBoard files: a pause before a
+resume does not count.
 """
 
 from __future__ import annotations
@@ -95,9 +96,25 @@ def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> d
     return {**mean, "photos": per_photo}
 
 
+def seconds_per_step(run: Path) -> float:
+    """A run's seconds per training step (validation and previews included), from its
+    TensorBoard files: each process's own span, so a pause before a resume does not count."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    seconds = steps = 0.0
+    for path in (run / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        if "train/total" in acc.Tags()["scalars"]:
+            events = acc.Scalars("train/total")
+            seconds += events[-1].wall_time - events[0].wall_time
+            steps += events[-1].step - events[0].step
+    return seconds / steps
+
+
 def judge_run(run: Path, every: int = 1) -> dict:
     """Every step checkpoint of a run (and its model file), scored on the held-out photos."""
-    start = (run / ".hydra" / "config.yaml").stat().st_mtime
+    per_step = seconds_per_step(run)
     judge = Judge(None, load_tensor(painting_path(run), max_side=JUDGE_SIZE))
     photos = heldout()
     points = []
@@ -105,7 +122,7 @@ def judge_run(run: Path, every: int = 1) -> dict:
     for ckpt in ckpts:
         step = int(ckpt.stem.removeprefix("step"))
         s = score(ckpt, judge, photos)
-        points.append({"step": step, "seconds": ckpt.stat().st_mtime - start,
+        points.append({"step": step, "seconds": step * per_step,
                        "content": s["content"], "style": s["style"],
                        "high_freq_ratio": s["high_freq_ratio"], "file": ckpt.name})
         print(f"{run.name} step {step:>5} {points[-1]['seconds']:>7.0f} s  content "
@@ -113,6 +130,7 @@ def judge_run(run: Path, every: int = 1) -> dict:
               flush=True)
     cfg = run_config(run)
     return {"run": str(run), "style": cfg["style"]["name"], "points": points,
+            "seconds_per_step": per_step,
             "settings": {"lr": cfg["model"]["optimizer"]["lr"],
                          "scheduler": cfg["model"].get("scheduler"),
                          "batch_size": cfg["data"]["batch_size"],
@@ -245,12 +263,12 @@ def publish(run: Path, name: str | None = None) -> dict:
     shipped = save_model(ZOO / f"{name}.pt", net, meta, config=meta["config"],
                          dtype=torch.float16)
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
-    start = (run / ".hydra" / "config.yaml").stat().st_mtime
+    per_step = seconds_per_step(run)
     record = {
         "painting": cfg["style"].get("title", name),
         "command": "python train.py " + " ".join(o for o in overrides
                                                  if not o.startswith("hydra.")),
-        "wall_minutes": round(((run / "model.pt").stat().st_mtime - start) / 60, 1),
+        "wall_minutes": round(cfg["trainer"]["max_steps"] * per_step / 60, 1),
         "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads",
         "size_mb": round(shipped.stat().st_size / 2**20, 2),
         **record_of(name, shipped, run),
