@@ -1,9 +1,10 @@
-"""README.md as tested documentation: every command in its code blocks runs here, as pasted.
+"""README.md as tested documentation: every command in its code blocks runs here, as pasted,
+and so does every command of the files it sends readers to (docs/GUIDE.md, docs/DEVELOPING.md).
 
-Commands are read from README.md's ```bash blocks (one per line, comments dropped) and its
-```python block. Each must have an entry in PLANS, so a command added to the README without a
-passing run here fails `test_every_readme_command_has_a_plan`; an entry whose command left the
-README fails it too. Each command runs through bash from a workspace laid out like a checkout
+Commands are read from their ```bash blocks (one per line, comments dropped) and ```python
+blocks. Each must have an entry in PLANS, so a command added to them without a passing run here
+fails `test_every_readme_command_has_a_plan`; an entry whose command left them fails it too.
+Each command runs through bash from a workspace laid out like a checkout
 (train.py, infer.py, optimize.py, configs/, benchmarks/ and data/styles/ linked in; small
 generated photos, a fake COCO folder, a short video with sound and a "big" image made there),
 with arguments appended that shrink the work (steps, crop, image and tile sizes; random loss-network
@@ -36,6 +37,9 @@ from conftest import ROOT
 from PIL import Image
 
 README = ROOT / "README.md"
+# Every file whose code blocks are tested: the README, and the guide and developer notes it
+# sends readers to.
+DOCS = (README, ROOT / "docs" / "GUIDE.md", ROOT / "docs" / "DEVELOPING.md")
 TIMEOUT = 600  # seconds per command: a hang fails the test instead of the whole CI run
 
 
@@ -66,6 +70,11 @@ def readme_commands(text: str) -> list[str]:
                 if strip_comment(line):
                     commands.append(" ".join(strip_comment(line).split()))
     return list(dict.fromkeys(commands))
+
+
+def documented_commands() -> list[str]:
+    """The commands of every file in DOCS, README.md's first, each once."""
+    return readme_commands("\n".join(doc.read_text() for doc in DOCS))
 
 
 # -- what each command needs here ----------------------------------------------------------------
@@ -292,7 +301,7 @@ PLANS: dict[str, Plan] = {
     "strength=0.7": Plan("run", expect=("out.png",), verify=same_size("photo.jpg", "out.png")),
     "python infer.py model=model.pt input=8k.jpg output=8k_styled.jpg tile=1024": Plan(
         "run", ("tile=64", "overlap=16"), expect=("8k_styled.jpg",), verify=tiled),
-    "python infer.py model=[a.pt,b.pt] input=photos/ output=sheet.jpg grid=true": Plan(
+    "python infer.py 'model=[a.pt,b.pt]' input=photos/ output=sheet.jpg grid=true": Plan(
         "run", ("grid_size=64",), expect=("sheet.jpg",)),
     # The Python API
     'from stylenet import Stylizer\nstylizer = Stylizer("model.pt", preserve_color=True, '
@@ -442,7 +451,7 @@ def ws(tmp_path_factory) -> Path:
 # -- the tests -----------------------------------------------------------------------------------
 
 def test_every_readme_command_has_a_plan():
-    commands = readme_commands(README.read_text())
+    commands = documented_commands()
     missing = [c for c in commands if c not in PLANS]
     stale = [c for c in PLANS if c not in commands]
     assert not missing, f"README commands without a run in tests/test_readme.py: {missing}"
@@ -470,7 +479,7 @@ def as_pasted(command: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", readme_commands(README.read_text()))
+@pytest.mark.parametrize("command", documented_commands())
 def test_readme_command(command, ws):
     plan = PLANS.get(command)
     assert plan is not None, f"no plan for README command `{command}`"
