@@ -107,11 +107,9 @@ class PerceptualLoss(nn.Module):
                 raise ValueError(f"{key}={name} is not tapped: add it to loss.vgg.layers "
                                  f"({vgg.layers})")
         self.vgg = vgg
-        self.content_layer = content_layer
-        self.style_layers = style_layers
-        self.content_weight = content_weight
-        self.style_weight = style_weight
-        self.tv_weight = tv_weight
+        self.content_layer, self.style_layers = content_layer, style_layers
+        self.content_weight, self.style_weight, self.tv_weight = (content_weight, style_weight,
+                                                                   tv_weight)
         # Multiplies every feature map: brings a loss network whose activations live on another
         # scale (Caffe weights take 0..255 input) to the scale the loss weights were tuned for.
         self.feature_scale = feature_scale
