@@ -174,3 +174,35 @@ def test_ddp_trains_in_two_cpu_processes(tmp_path):
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in log
     assert "distributed_backend=gloo" in log
     assert (tmp_path / "model.pt").is_file()
+
+
+def test_a_learning_rate_schedule_steps_with_every_optimizer_step(cfg_train, tmp_path):
+    """model.scheduler (here the CPU zoo recipe's OneCycleLR): the lr each step ran with is the
+    schedule's, computed independently with torch's own OneCycleLR."""
+    from pytorch_lightning import Callback
+    from test_folder_length import write_photos
+
+    root = write_photos(tmp_path / "photos", 10)
+    cfg = cfg_train("experiment=cpu_zoo", f"data.dataset.root={root}",
+                    "data.dataset.image_size=32", "data.dataset.resize=48", "data.val_size=2",
+                    "data.num_preview=2", "data.preview_size=32", "loss.vgg.weights=random",
+                    "model.net.channels=[8,16,32]", "model.net.num_residual=1",
+                    "trainer.max_steps=20", "trainer.enable_model_summary=false", fast=False)
+    lrs = []
+
+    class Record(Callback):
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            lrs.append(optimizer.param_groups[0]["lr"])
+
+    train(cfg, extra_callbacks=[Record()])
+    param = torch.nn.Parameter(torch.zeros(1))
+    expected_opt = torch.optim.Adam([param], lr=cfg.model.optimizer.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(expected_opt, max_lr=cfg.model.optimizer.lr,
+                                                   total_steps=20, pct_start=0.1)
+    expected = []
+    for _ in range(20):
+        expected.append(expected_opt.param_groups[0]["lr"])
+        expected_opt.step()
+        schedule.step()
+    assert lrs == pytest.approx(expected)
+    assert lrs[0] == pytest.approx(3e-3 / 25) and max(lrs) > 2.5e-3 and lrs[-1] < 1e-4
