@@ -181,8 +181,8 @@ class StyleTransferModule(pl.LightningModule):
 
     @override
     def on_validation_epoch_end(self) -> None:
-        # The HParams tab's metrics get a value at every validation, not only when a run ends,
-        # and the file is flushed: a run still going, or killed, can be compared already.
+        # The HParams tab's metrics get a value at every validation, not only when a run ends:
+        # a run still going, or killed, can be compared already.
         if self.trainer.sanity_checking:
             return
         metrics = self.trainer.callback_metrics
@@ -190,6 +190,11 @@ class StyleTransferModule(pl.LightningModule):
         # "step" sets the x of this validation's points: Lightning would put them one step
         # before the optimizer step they measure (a preview of the same weights shows that one).
         self.log_dict({**values, "step": float(self.global_step)}, sync_dist=True)
+
+    @override
+    def on_validation_end(self) -> None:
+        # Lightning has written this validation's metrics by now: put them on disk, so a run
+        # killed after it still shows them.
         tb = self._tensorboard()
         if tb is not None:
             tb.flush()

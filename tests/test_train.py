@@ -68,7 +68,8 @@ def test_checkpoint_model_file_and_infer_give_identical_output(cfg_train, tmp_pa
     net_model, meta = load_model(model_file)
     net_ckpt, _ = load_model(ckpt)
     assert meta["style"]["name"] == "mosaic" and len(meta["style"]["sha256"]) == 64
-    assert meta["arch"] == {"channels": [8, 16, 32], "num_residual": 2, "pixel_scale": 255.0}
+    assert meta["arch"] == {"channels": [8, 16, 32], "num_residual": 2, "pixel_scale": 255.0,
+                            "edge_kernel": 9}
     assert meta["loss_network"]["weights"] == "random"
     assert "style_weight" in meta["config"]
     assert Path(metrics["sample_path"]).is_file()

@@ -15,7 +15,8 @@ def test_widths_and_depth_come_from_config():
     net = TransformerNet(channels=(16, 32, 64), num_residual=3)
     assert len(net.res) == 3
     assert net.conv1.conv.out_channels == 16 and net.conv3.conv.out_channels == 64
-    assert net.config() == {"channels": [16, 32, 64], "num_residual": 3, "pixel_scale": 255.0}
+    assert net.config() == {"channels": [16, 32, 64], "num_residual": 3, "pixel_scale": 255.0,
+                            "edge_kernel": 9}
     full = TransformerNet()
     assert sum(p.numel() for p in full.parameters()) > 4 * sum(p.numel() for p in net.parameters())
 
