@@ -37,21 +37,10 @@ def checkpoint_dir(trainer: pl.Trainer) -> Path:
 
 class FiniteGuard(pl.Callback):
     """Stops training at the first step whose loss or gradients are NaN or inf, without letting
-    the optimizer apply them: saves the state as `filename` (last.ckpt, so `ckpt_path=last`
-    resumes from it) and stops with a message naming the step and the likely cause.
-
-    The check costs no host sync in the common case: every step computes one fused finite flag on
-    the device and, when it is false, the update is dropped there (fused Adam skips it, as under
-    a GradScaler; other optimizers get zeroed gradients): no NaN or inf reaches the weights. The
-    flag is read every `every_n_steps` steps and at the end of training. With every_n_steps=1
-    training stops before the bad step, with the state of the last good one; otherwise it stops
-    at the next check, with finite weights, naming the first bad step. The data position saved
-    is past the bad batch.
-
-    Lightning's detect_anomaly finds where a NaN came from, at a large cost on every step, and
-    gradient clipping hides an inf rather than stopping; neither keeps a good state.
-    Under fp16 (a GradScaler is active) inf gradients are normal, skipped steps, so only the
-    loss itself is checked there."""
+    the optimizer apply them: saves the state as `filename` (last.ckpt, for `ckpt_path=last`) and
+    stops with a message naming the step and the likely cause. The finite flag stays on the
+    device (the bad update is dropped there) and is read every `every_n_steps` steps; under fp16
+    only the loss is checked. Why this design: docs/ARCHITECTURE.md, "Non-finite steps"."""
 
     def __init__(self, filename: str = "last.ckpt", every_n_steps: int = 50):
         if every_n_steps < 1:
