@@ -234,9 +234,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def record_of(name: str, model: Path, run: Path | None = None) -> dict:
+def record_of(name: str, model: Path) -> dict:
     """What the zoo table says of a shipped model, measured on the shipped (fp16) file."""
-    net, meta = load_model(model)
+    _, meta = load_model(model)
     config = yaml.safe_load(meta["config"])
     judge = Judge(None, load_tensor(ROOT / "data" / "styles" / f"{name}.jpg",
                                     max_side=JUDGE_SIZE))
@@ -271,7 +271,7 @@ def publish(run: Path, name: str | None = None) -> dict:
         "wall_minutes": round(cfg["trainer"]["max_steps"] * per_step / 60, 1),
         "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads",
         "size_mb": round(shipped.stat().st_size / 2**20, 2),
-        **record_of(name, shipped, run),
+        **record_of(name, shipped),
         "sample": f"docs/zoo/{name}.jpg",
     }
     DOCS.mkdir(parents=True, exist_ok=True)
