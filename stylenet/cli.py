@@ -90,13 +90,11 @@ def check_required(cfg: DictConfig) -> None:
 
 
 def check_added_keys(cfg: DictConfig, overrides: Iterable[str], groups: Iterable[str]) -> None:
-    """`+group.key=value` adds a key Hydra did not know: a typo of a known key
-    (`+style.style_wieght=1`, as Hydra's own hint suggests) would compose and be ignored. In a
-    group of `groups` or one of its nodes built from a _target_, an added key close to a known
-    one is a ValueError naming the closest key, and so is any added key of a group that is not
-    built (style: all its keys are known). Mappings such as loss.style_layers, whose keys are
-    data that their owner checks, and removing a node and adding it again
-    (`~loss.style_layers '+loss.style_layers={...}'`) are left alone."""
+    """Raise ValueError for a `+group.key=value` that looks like a typo of a known key.
+
+    groups: the groups checked. In a group or a _target_ node an added key close to a known one
+    fails; in a group with no _target_ (style), any added key. Data mappings (loss.style_layers)
+    and nodes removed and added again (`~node '+node={...}'`) are left alone."""
     overrides = list(overrides)
     removed = {o[1:].split("=", 1)[0] for o in overrides if o.startswith("~")}
     for o in overrides:

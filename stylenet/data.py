@@ -50,18 +50,10 @@ def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
 class PhotoFolder(Dataset):
     """Every .jpg/.jpeg/.png/.webp under `root` (recursively), or an explicit list of `files`.
 
-    With `package`, root and files are relative to that installed Python package (the demo reads
-    scikit-image's bundled photos this way). Items are uint8 images (3, S, S).
-    `resize` (shorter side, default image_size) above image_size with `random_crop` gives many
-    different crops of few photos. A file that cannot be decoded, is smaller than `min_size`,
-    larger than `max_pixels`, or whose crop is near-constant (std below `min_std`, which makes
-    instance norm amplify noise without bound) is skipped once with a warning naming it, and the
-    next file is served instead so batches keep their size. Skipped files are flagged in shared
-    memory, so each is warned about and counted once across loader workers and epochs: the flags
-    are the one count of skipped files (bad_indices()).
-
-    At construction the photos are checked: a crop larger than every probed photo, or a folder
-    where no photo can be used, is an error before training starts.
+    package: root and files are relative to it. Items are uint8 (3, S, S), S = image_size.
+    resize: shorter side before cropping (default image_size). Unusable photos (undecodable,
+    below min_size, over max_pixels, crop std below min_std) are skipped once, with a warning, for
+    the next file; bad_indices() lists them.
     """
 
     def __init__(

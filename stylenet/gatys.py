@@ -55,11 +55,8 @@ def level_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
 class Objective:
     """The loss as the closure torch.optim calls: zero grads, forward, backward, return total.
 
-    Remembers the terms at the start of each step (the current iterate) in `first`. It also
-    remembers the last point it evaluated: torch's LBFGS, stepped one iteration at a time,
-    re-evaluates at the start of each step the point its line search just accepted; that point
-    is usually the last one evaluated, and its loss and gradient are reused instead of computed
-    twice (about half the work per iteration).
+    `first`: the terms at the start of each step. Evaluating the last point again reuses its loss
+    and gradient.
     """
 
     def __init__(self, loss: PerceptualLoss, image: torch.Tensor, content: dict[str, torch.Tensor]):
@@ -103,13 +100,10 @@ def optimize_image(
     """Optimise an image to have `content`'s features and `style`'s Grams; returns (3, H, W).
 
     content, style: (3, H, W) RGB in 0..1 on the loss's device; the result has content's size.
-    make_optimizer: e.g. functools.partial(torch.optim.LBFGS, max_iter=1,
-    line_search_fn="strong_wolfe"); it is called once per level with [image] (one optimizer
-    step = one iteration). levels > 1 optimises coarse-to-fine, level_iterations steps at each
-    coarser level. style_size: the style image's longer side at full size (None: the output's);
-    coarser levels shrink it in proportion so the strokes keep their size relative to the image.
-    on_step(step, terms, image) is called after every step with the losses at the step's start.
-    Without a progress bar on a terminal, a log line every few seconds says where it is.
+    make_optimizer([image]): called once per level; one optimizer step is one iteration.
+    levels > 1: coarse to fine, level_iterations steps at each coarser level. style_size: the
+    style's longer side at full size (None: the output's). on_step(step, terms, image): after
+    every step, with the losses at its start.
     """
     if init not in ("content", "noise"):
         raise ValueError(f"init={init!r}: use 'content' (start from the photo) or 'noise'")

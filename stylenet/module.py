@@ -55,17 +55,9 @@ def load_style(style: dict[str, Any]) -> tuple[torch.Tensor, str]:
 class StyleTransferModule(pl.LightningModule):
     """Trains `net` so that net(photo) keeps the photo's content and takes the style image's style.
 
-    `style_image` (1, 3, H, W) in 0..1 and `style` (name, image, sha256, ...) come from
-    load_style(); `run_config` is the resolved training config, kept in the model file.
-    Checkpoints hold the transformer (not the frozen VGG, whose weights come from the loss config,
-    nor the style targets, computed at the start of every fit) plus the `stylenet` metadata a
-    model file needs.
-
-    Speed switches (benchmarks/NOTES.md measures each): `channels_last` (NHWC for both nets) and
-    `compile` (torch.compile of the transformer and of the loss network + losses). None means
-    "on when training on CUDA" (for compile: and the run is at least COMPILE_MIN_STEPS long):
-    the fast path on GPUs, the plain eager path on CPUs, where compiling takes minutes and NHWC
-    gains little. False everywhere is the naive baseline.
+    style_image (1, 3, H, W) in 0..1 and style (name, image, sha256, ...): from load_style().
+    run_config: the resolved training config, kept in the model file. channels_last, compile:
+    None is on when training on CUDA (compile: for runs of COMPILE_MIN_STEPS or more).
     """
 
     def __init__(

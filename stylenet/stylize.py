@@ -59,16 +59,9 @@ def is_oom(e: BaseException) -> bool:
 class Stylizer:
     """A trained model ready to stylize. Images are (3, H, W) or (B, 3, H, W) floats in 0..1.
 
-    tile: None tiles only when an image does not fit (estimated up front, or on out-of-memory)
-    or would pass the 2^31 index limit; a number always tiles at that side length. overlap,
-    stats, stats_size: how tiles are cut and get the whole image's statistics (see Tiler).
-
-    Untiled passes take the fast path: the plain forward (no statistics), in precision (bf16 or
-    fp16 autocast on a GPU by default), channels_last (None: on for CUDA, where convs run faster
-    in NHWC; off on the CPU) and torch.compile (compile: auto compiles on CUDA once the run has
-    stylized COMPILE_AFTER_PIXELS, never on the CPU; true or false force it; compile_backend is
-    passed to torch.compile). Built from configs/infer/infer.yaml's `stylizer:` node by
-    hydra.utils.instantiate.
+    tile: None tiles only when needed (memory, the 2^31 index limit); a number always tiles at
+    that side. overlap, stats, stats_size: see Tiler. precision: see pick_dtype(). channels_last,
+    compile: the untiled fast path, by default on CUDA only. Built from infer.yaml's `stylizer:`.
     """
 
     def __init__(

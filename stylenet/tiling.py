@@ -1,13 +1,6 @@
 """Images of any size: overlapping tiles, feathered blending, whole-image norm statistics.
 
-Instance norm would normalise each tile with its own statistics and the style would shift from
-tile to tile, so every tile is normalised with the statistics of the whole image, given to the
-net's forward as an argument: measured exactly tile by tile (default), or from one pass over a
-downscaled copy. Tiles start on multiples of 4 and overlap by more than the receptive field, so
-tiled output equals untiled output.
-
-Tiling is also the way past the 2^31-element limit of CUDA kernels (INDEX_LIMIT): a tensor of an
-untiled pass can pass it while memory is plentiful; activation_sizes() says when.
+activation_sizes() says when an untiled pass would make a tensor over INDEX_LIMIT.
 """
 
 from __future__ import annotations
@@ -103,11 +96,9 @@ def feather(length: int, overlap: int, rise: bool, fall: bool) -> torch.Tensor:
 class Tiler:
     """Stylizes one image tile by tile with the whole image's instance-norm statistics.
 
-    overlap: pixels shared by neighbouring tiles; 128 covers the receptive field of the paper's
-    network (about 109 px), so a tile's kept pixels never see its border. stats: exact (measured
-    tile by tile, about len(norms)/2 extra passes; tiled output equals untiled) or downscaled
-    (one pass over a copy whose longer side is stats_size; faster, the style drifts a little).
-    batch_size: same-sized tiles per pass (fewer where the batch would pass INDEX_LIMIT).
+    overlap: pixels shared by neighbouring tiles. stats: exact (measured tile by tile) or
+    downscaled (one pass over a copy whose longer side is stats_size). batch_size: same-sized
+    tiles per pass.
     """
 
     def __init__(self, net: TransformerNet, device: torch.device, dtype: torch.dtype,

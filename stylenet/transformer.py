@@ -101,14 +101,9 @@ LEGACY_PIXEL_SCALE = 1.0
 class TransformerNet(nn.Module):
     """9x9 conv -> two stride-2 convs -> residual blocks -> two upsample convs -> 9x9 conv.
 
-    `channels` are the widths of the three encoder stages (32, 64, 128 in the paper); a smaller
-    net for fast CPU inference is a config change: e.g. channels=[16, 32, 64], num_residual=3.
-    `pixel_scale`: the pixel range the layers work in (see PIXEL_SCALE); part of the architecture.
-    `edge_kernel`: the kernel of the first and last convs, the two at full resolution (9 in the
-    paper; smaller ones cost far fewer multiply-adds per pixel, for fast CPU nets).
-    `start_grey`: initialise the last conv's bias so that the untrained net outputs mid-grey
-    rather than near-black (the paper's scaled tanh also starts mid-range); init only, so not
-    part of the architecture.
+    channels: widths of the three encoder stages (paper: 32, 64, 128). pixel_scale: the pixel
+    range the layers work in (see PIXEL_SCALE). edge_kernel: kernel of the first and last convs
+    (paper: 9). start_grey: initialise the last conv's bias so the untrained net outputs mid-grey.
     """
 
     def __init__(

