@@ -69,6 +69,7 @@ class StyleTransferModule(pl.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         style_image: torch.Tensor | None = None,
         preview_every_n_steps: int = 500,
+        identity_steps: int = 0,
         channels_last: bool | None = None,
         compile: bool | None = None,
         compile_mode: str | None = None,
@@ -86,6 +87,7 @@ class StyleTransferModule(pl.LightningModule):
         self.style_image = style_image
         self.run_config = run_config
         self.preview_every_n_steps = preview_every_n_steps
+        self.identity_steps = identity_steps
         self.channels_last = channels_last
         self.compile = compile
         self.compile_mode = compile_mode
@@ -165,6 +167,18 @@ class StyleTransferModule(pl.LightningModule):
 
     @override
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        step = self.global_step
+        if step < self.identity_steps:
+            # A warm start: the net first learns to give its photo back (pixel MSE, no loss
+            # network, a fraction of a step's cost), so the style is learnt on top of a photo.
+            x = self._to_input(batch)
+            loss = F.mse_loss(self.net(x), x)
+            self.log("train/identity", loss, on_step=True, batch_size=len(batch))
+            return loss
+        if step == self.identity_steps > 0:
+            # Adam's moments of the small pixel gradients would make the first perceptual
+            # steps far too large: the style phase starts with fresh moments.
+            self.optimizers().optimizer.state.clear()
         return self._shared_step(batch, "train")
 
     @override

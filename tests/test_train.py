@@ -207,3 +207,37 @@ def test_a_learning_rate_schedule_steps_with_every_optimizer_step(cfg_train, tmp
         schedule.step()
     assert lrs == pytest.approx(expected)
     assert lrs[0] == pytest.approx(3e-3 / 25) and max(lrs) > 2.5e-3 and lrs[-1] < 1e-4
+
+
+def test_identity_steps_warm_start_the_net_on_its_photos(cfg_train):
+    """model.identity_steps: the first steps fit the net to give its photos back without the
+    loss network; the perceptual steps after them start with fresh Adam moments."""
+    from pytorch_lightning import Callback
+
+    cfg = cfg_train("data.dataset.n=4", "data.dataset.image_size=32", "data.val_size=1",
+                    "data.batch_size=2", "data.num_preview=1", "model.net.channels=[8,16,32]",
+                    "model.net.num_residual=1", "model.identity_steps=30",
+                    "model.optimizer.lr=1e-2", "trainer.max_epochs=-1", "trainer.max_steps=33",
+                    "trainer.log_every_n_steps=1", "trainer.limit_val_batches=0", "~logger")
+    rows = []
+
+    class Record(Callback):
+        def on_fit_start(self, trainer, module):
+            self.vgg_calls = 0
+
+            def count(*_):
+                self.vgg_calls += 1
+            module.loss.vgg.register_forward_hook(count)
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            state = trainer.optimizers[0].state[next(module.net.parameters())]
+            rows.append((float(outputs["loss"]), self.vgg_calls, int(state["step"])))
+
+    train(cfg, extra_callbacks=[Record()])
+    identity, perceptual = rows[:30], rows[30:]
+    style_targets = identity[0][1]  # the style image's pass at the start of the fit
+    assert [calls for _, calls, _ in identity] == [style_targets] * 30  # no loss network
+    assert identity[-1][0] < 0.3 * identity[0][0], identity  # it learns to give the photo back
+    assert [steps for *_, steps in identity] == list(range(1, 31))
+    assert [steps for *_, steps in perceptual] == [1, 2, 3]  # fresh moments
+    assert perceptual[0][1] > style_targets and perceptual[0][0] > 10 * identity[-1][0]
