@@ -178,8 +178,8 @@ def test_ddp_trains_in_two_cpu_processes(tmp_path):
 
 
 def test_a_learning_rate_schedule_steps_with_every_optimizer_step(cfg_train, tmp_path):
-    """model.scheduler (here the CPU zoo recipe's OneCycleLR): the lr each step ran with is the
-    schedule's, computed independently with torch's own OneCycleLR."""
+    """model.scheduler (here OneCycleLR): the lr each step ran with is the schedule's, computed
+    independently with torch's own OneCycleLR."""
     from pytorch_lightning import Callback
     from test_folder_length import write_photos
 
@@ -188,6 +188,9 @@ def test_a_learning_rate_schedule_steps_with_every_optimizer_step(cfg_train, tmp
                     "data.dataset.image_size=32", "data.dataset.resize=48", "data.val_size=2",
                     "data.num_preview=2", "data.preview_size=32", "loss.vgg.weights=random",
                     "model.net.channels=[8,16,32]", "model.net.num_residual=1",
+                    "model.identity_steps=0", "model.optimizer.lr=3e-3",
+                    "model.scheduler={_target_:torch.optim.lr_scheduler.OneCycleLR,_partial_:true,"
+                    "max_lr:${model.optimizer.lr},total_steps:${trainer.max_steps},pct_start:0.1}",
                     "trainer.max_steps=20", "trainer.enable_model_summary=false", fast=False)
     lrs = []
 
