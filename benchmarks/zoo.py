@@ -10,9 +10,8 @@ Scores come from benchmarks/judge.py (imports nothing from stylenet): content an
 each held-out photo of data/heldout/ (8 photos, 512 px on the long side) against the run's
 painting at 512 px on its long side, in the VGG16's Caffe units (content 1 : style 5), means
 over the photos. The models stylize through stylenet's Stylizer, in fp32 on the CPU, as users
-run them. A run's wall time at a step is the step times its mean seconds per step (validation and
-previews included; start-up, ~15 s, left out), read from its TensorBoard files: a pause before a
-resume does not count.
+run them. A run's wall time at a step is read from its TensorBoard files (validation and
+previews included; start-up, ~15 s, left out; a pause before a resume does not count).
 """
 
 from __future__ import annotations
@@ -96,25 +95,44 @@ def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> d
     return {**mean, "photos": per_photo}
 
 
-def seconds_per_step(run: Path) -> float:
-    """A run's seconds per training step (validation and previews included), from its
-    TensorBoard files: each process's own span, so a pause before a resume does not count."""
+def wall_clock(run: Path) -> list[tuple[int, float]]:
+    """(step, seconds of training up to it) for every logged training step (identity steps
+    included), from the run's TensorBoard files. Each process counts from its first event, at
+    its own rate back to the step it resumed from: a pause before a resume does not count."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    seconds = steps = 0.0
+    segments = []
     for path in (run / "tensorboard").glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
         acc.Reload()
-        if "train/total" in acc.Tags()["scalars"]:
-            events = acc.Scalars("train/total")
-            seconds += events[-1].wall_time - events[0].wall_time
-            steps += events[-1].step - events[0].step
-    return seconds / steps
+        events = sorted((e for tag in ("train/identity", "train/total")
+                         if tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)),
+                        key=lambda e: e.step)
+        if len(events) > 1:
+            segments.append(events)
+    clock, done, step = [], 0.0, 0
+    for events in sorted(segments, key=lambda ev: ev[0].step):
+        rate = (events[-1].wall_time - events[0].wall_time) / (events[-1].step - events[0].step)
+        start = done + (events[0].step - step) * rate
+        clock += [(e.step, start + e.wall_time - events[0].wall_time) for e in events]
+        done, step = clock[-1][1], clock[-1][0]
+    return clock
+
+
+def seconds_at(clock: list[tuple[int, float]], step: int) -> float:
+    """Training seconds up to `step`, interpolated (extrapolated past the last logged step)."""
+    (s0, t0), (s1, t1) = clock[0], clock[-1]
+    for (a, ta), (b, tb) in zip(clock, clock[1:]):
+        if a <= step <= b:
+            return ta + (tb - ta) * (step - a) / max(1, b - a)
+    if step < s0:
+        return t0 * step / max(1, s0)
+    return t1 + (t1 - t0) / max(1, s1 - s0) * (step - s1)
 
 
 def judge_run(run: Path, every: int = 1) -> dict:
     """Every step checkpoint of a run (and its model file), scored on the held-out photos."""
-    per_step = seconds_per_step(run)
+    clock = wall_clock(run)
     judge = Judge(None, load_tensor(painting_path(run), max_side=JUDGE_SIZE))
     photos = heldout()
     points = []
@@ -122,7 +140,7 @@ def judge_run(run: Path, every: int = 1) -> dict:
     for ckpt in ckpts:
         step = int(ckpt.stem.removeprefix("step"))
         s = score(ckpt, judge, photos)
-        points.append({"step": step, "seconds": step * per_step,
+        points.append({"step": step, "seconds": seconds_at(clock, step),
                        "content": s["content"], "style": s["style"],
                        "high_freq_ratio": s["high_freq_ratio"], "file": ckpt.name})
         print(f"{run.name} step {step:>5} {points[-1]['seconds']:>7.0f} s  content "
@@ -130,7 +148,7 @@ def judge_run(run: Path, every: int = 1) -> dict:
               flush=True)
     cfg = run_config(run)
     return {"run": str(run), "style": cfg["style"]["name"], "points": points,
-            "seconds_per_step": per_step,
+            "seconds_per_step": seconds_at(clock, clock[-1][0]) / clock[-1][0],
             "settings": {"lr": cfg["model"]["optimizer"]["lr"],
                          "scheduler": cfg["model"].get("scheduler"),
                          "batch_size": cfg["data"]["batch_size"],
@@ -263,12 +281,12 @@ def publish(run: Path, name: str | None = None) -> dict:
     shipped = save_model(ZOO / f"{name}.pt", net, meta, config=meta["config"],
                          dtype=torch.float16)
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
-    per_step = seconds_per_step(run)
+    minutes = seconds_at(wall_clock(run), cfg["trainer"]["max_steps"]) / 60
     record = {
         "painting": cfg["style"].get("title", name),
         "command": "python train.py " + " ".join(o for o in overrides
                                                  if not o.startswith("hydra.")),
-        "wall_minutes": round(cfg["trainer"]["max_steps"] * per_step / 60, 1),
+        "wall_minutes": round(minutes, 1),
         "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads",
         "size_mb": round(shipped.stat().st_size / 2**20, 2),
         **record_of(name, shipped),
