@@ -48,6 +48,7 @@ from bench_common import (  # noqa: E402
     device_name,
     one_line,
     psnr,
+    restore_defaults,
     write_results,
 )
 
@@ -255,6 +256,9 @@ def stylize(ctx: Context, size: int, tile: int | None
             ) -> tuple[torch.Tensor, list[str], torch.dtype]:
     from stylenet.stylize import Stylizer
 
+    # Training's Trainer(benchmark=True) left cudnn.benchmark on for this process; infer.py
+    # never has it: stylize as infer.py does.
+    restore_defaults()
     # stylenet.stylize's log lines say whether and why a pass was tiled
     with LogLines("stylenet.stylize") as capture:
         stylizer = Stylizer(ctx.model, device=ctx.device.type, tile=tile,

@@ -117,3 +117,28 @@ def test_bad_settings_stop_before_any_work(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="--device cpu --tiny"):
             gpu_check.main(["--photos", str(tmp_path / "photos"), "--device", "cuda"])
+
+
+def test_stylize_rows_run_without_the_cudnn_benchmark_training_left_on(tmp_path, monkeypatch):
+    """infer.py never turns cudnn.benchmark on; Lightning's GPU trainer does, for the process."""
+    from types import SimpleNamespace
+
+    import stylenet.stylize
+    from stylenet.model_file import save_model
+    from stylenet.transformer import TransformerNet
+
+    net = TransformerNet(channels=(8, 16, 32), num_residual=1)
+    model = save_model(tmp_path / "m.pt", net, {"arch": net.config()})
+    seen = []
+
+    class Recording(stylenet.stylize.Stylizer):
+        def __call__(self, *args, **kwargs):
+            seen.append(torch.backends.cudnn.benchmark)
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(stylenet.stylize, "Stylizer", Recording)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # as training leaves it
+    ctx = SimpleNamespace(model=model, device=torch.device("cpu"), s=SimpleNamespace(overlap=32),
+                          image=lambda size: torch.rand(3, size, size))
+    out, _, _ = gpu_check.stylize(ctx, 48, None)
+    assert out.shape == (3, 48, 48) and seen == [False]
