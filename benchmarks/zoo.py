@@ -17,6 +17,7 @@ previews included; start-up, ~15 s, left out; a pause before a resume does not c
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -122,7 +123,7 @@ def wall_clock(run: Path) -> list[tuple[int, float]]:
 def seconds_at(clock: list[tuple[int, float]], step: int) -> float:
     """Training seconds up to `step`, interpolated (extrapolated past the last logged step)."""
     (s0, t0), (s1, t1) = clock[0], clock[-1]
-    for (a, ta), (b, tb) in zip(clock, clock[1:]):
+    for (a, ta), (b, tb) in itertools.pairwise(clock):
         if a <= step <= b:
             return ta + (tb - ta) * (step - a) / max(1, b - a)
     if step < s0:
