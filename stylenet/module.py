@@ -170,7 +170,7 @@ class StyleTransferModule(pl.LightningModule):
         step = self.global_step
         if step < self.identity_steps:
             # A warm start: the net first learns to give its photo back (pixel MSE, no loss
-            # network, a fraction of a step's cost), so the style is learnt on top of a photo.
+            # network), so the style is learnt on top of a photo rather than of grey.
             x = self._to_input(batch)
             loss = F.mse_loss(self.net(x), x)
             self.log("train/identity", loss, on_step=True, batch_size=len(batch))
