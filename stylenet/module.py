@@ -56,7 +56,8 @@ class StyleTransferModule(pl.LightningModule):
     """Trains `net` so that net(photo) keeps the photo's content and takes the style image's style.
 
     style_image (1, 3, H, W) in 0..1 and style (name, image, sha256, ...): from load_style().
-    run_config: the resolved training config, kept in the model file. channels_last, compile:
+    run_config: the resolved training config, kept in the model file. identity_steps: steps
+    fitting the net to give its photos back before the perceptual loss. channels_last, compile:
     None is on when training on CUDA (compile: for runs of COMPILE_MIN_STEPS or more).
     """
 
