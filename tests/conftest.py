@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ import stylenet.config
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 os.environ.setdefault("STYLENET_ROOT", str(ROOT))
+# Exported ONNX graphs (Stylizer's CPU path) are cached here, not in the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="stylenet-tests-cache-")
 
 # Small and fast: synthetic images, random VGG, CPU, no progress bar.
 FAST = [

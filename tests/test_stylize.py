@@ -49,25 +49,68 @@ def test_tiled_output_matches_untiled(model_file):
     assert psnr(tiled, untiled) >= 40
 
 
-def test_out_of_memory_falls_back_to_tiles_and_says_so(model_file, caplog):
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_out_of_memory_falls_back_to_tiles_and_says_so(model_file, caplog, backend):
     x = smooth_image(160, 160)
-    untiled = Stylizer(model_file, device="cpu")(x)
-    stylizer = Stylizer(model_file, device="cpu", overlap=48)  # stats exact: memory-bounded
-    forward = stylizer.net.forward
+    untiled = Stylizer(model_file, device="cpu", backend="torch")(x)
+    # stats exact: memory-bounded
+    stylizer = Stylizer(model_file, device="cpu", overlap=48, backend=backend)
     sizes = []
+    if backend == "torch":
+        forward = stylizer.net.forward
 
-    def limited(t, stats=(), upto=None):  # a device that only holds 128x128
-        sizes.append(t.shape[-2] * t.shape[-1])
-        if sizes[-1] > 128 * 128:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return forward(t, stats, upto)
+        def limited(t, stats=(), upto=None):  # a device that only holds 128x128
+            sizes.append(t.shape[-2] * t.shape[-1])
+            if sizes[-1] > 128 * 128:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return forward(t, stats, upto)
 
-    stylizer.net.forward = limited
+        stylizer.net.forward = limited
+    else:  # the untiled pass runs in ONNX Runtime, which raises its own error type
+        from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
+
+        stylizer(smooth_image(16, 16))  # makes the session
+
+        class Limited:
+            def run(self, names, feeds):
+                sizes.append(feeds["image"].shape[-2] * feeds["image"].shape[-1])
+                raise RuntimeException("Failed to allocate memory for requested buffer")
+
+        stylizer._session = Limited()
     with caplog.at_level(logging.WARNING):
         out = stylizer(x)
     assert "out of memory" in caplog.text and "tiling" in caplog.text
     assert psnr(out, untiled) >= 40
-    assert sizes[0] == 160 * 160 and max(sizes[1:]) <= 128 * 128
+    assert sizes[0] == 160 * 160 and (backend == "onnx" or max(sizes[1:]) <= 128 * 128)
+
+
+def test_the_cpu_runs_the_net_in_onnx_runtime_with_the_same_output(model_file, monkeypatch,
+                                                                    tmp_path):
+    from stylenet.export import cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    x = torch.stack([smooth_image(37, 53, seed=i) for i in range(2)])
+    torch_out = Stylizer(model_file, device="cpu", backend="torch")(x)
+    fast = Stylizer(model_file, device="cpu")  # the default on the CPU
+    assert fast.backend == "onnx"
+    assert (fast(x) - torch_out).abs().max() < 1e-5
+    # The export is cached: a second Stylizer reads it, a damaged file is exported again.
+    cached = list(cache_dir().glob("*.onnx"))
+    assert len(cached) == 1
+    cached[0].write_bytes(b"not onnx")
+    again = Stylizer(model_file, device="cpu")
+    assert (again(x) - torch_out).abs().max() < 1e-5
+    assert cached[0].read_bytes() != b"not onnx"
+    # PyTorch where ONNX Runtime cannot do what was asked, or is not installed.
+    assert Stylizer(model_file, device="cpu", precision="bf16").backend == "torch"
+    assert Stylizer(model_file, device="cpu", compile=True).backend == "torch"
+    assert Stylizer(model_file, device="cpu", channels_last=True).backend == "torch"
+    with pytest.raises(ValueError, match="backend=onnx runs fp32 on the CPU"):
+        Stylizer(model_file, device="cpu", precision="bf16", backend="onnx")
+    monkeypatch.setattr(stylenet.stylize, "has_onnxruntime", lambda: False)
+    assert Stylizer(model_file, device="cpu").backend == "torch"
+    with pytest.raises(ValueError, match=r"pip install 'stylenet\[onnx\]'"):
+        Stylizer(model_file, device="cpu", backend="onnx")
 
 
 def test_preserve_color_keeps_the_photos_chroma(model_file):
