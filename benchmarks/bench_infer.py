@@ -7,8 +7,9 @@ Rows, for each case (side x side pixels, batch):
                           output back to the CPU, as Stylizer's calls take and return CPU
                           tensors. The baseline of every ratio.
   Stylizer defaults       stylenet.stylize.Stylizer(model) (on CUDA: bf16 autocast,
-                          channels_last), timed before compile=auto compiles (once a run has
-                          stylized 64 Mpx), as a user stylizing a few photos gets it
+                          channels_last, timed before compile=auto compiles once a run has
+                          stylized 64 Mpx; on the CPU: ONNX Runtime when installed), as a user
+                          stylizing a few photos gets it
   Stylizer compile=true   the same compiled: the steady state of a long run; its first call
                           (the compilation) is reported as the warm-up
   ONNX Runtime            the file stylenet.export writes, run with the CUDA provider when it is
@@ -101,8 +102,9 @@ def measure(call, x: torch.Tensor, min_time: float, device: torch.device,
 
 def stylizer_path(lines: list[str]) -> str:
     compiled = any("compiling" in line for line in lines)
+    onnx = any("ONNX Runtime" in line for line in lines)
     tiled = any("tiling at" in line for line in lines)
-    return ("compiled" if compiled else "eager") + (", tiled" if tiled else "")
+    return ("compiled" if compiled else "onnx" if onnx else "eager") + (", tiled" if tiled else "")
 
 
 def run(args, s: Sizes, device: torch.device, work: Path) -> dict:
@@ -130,7 +132,8 @@ def run(args, s: Sizes, device: torch.device, work: Path) -> dict:
         # Stylizer compiles itself once a run has stylized COMPILE_AFTER_PIXELS: the defaults
         # row stops timing before that call (on the CPU it never compiles).
         eager_calls = math.ceil(stylize.COMPILE_AFTER_PIXELS / (batch * size * size))
-        stylizers = [("Stylizer defaults", {}, max(1, eager_calls - 1), "eager"),
+        default_path = "onnx" if device.type == "cpu" and stylize.has_onnxruntime() else "eager"
+        stylizers = [("Stylizer defaults", {}, max(1, eager_calls - 1), default_path),
                      ("Stylizer compile=true",
                       {"compile": True, "compile_backend": s.compile_backend}, None, "compiled")]
         for name, kwargs, max_calls, want in stylizers:

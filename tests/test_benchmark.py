@@ -19,6 +19,8 @@ import bench_memory  # noqa: E402
 import bench_train  # noqa: E402
 import reference  # noqa: E402
 
+from stylenet.stylize import has_onnxruntime  # noqa: E402
+
 
 def test_psnr():
     a = torch.zeros(3, 8, 8)
@@ -203,6 +205,9 @@ def test_small_run_times_the_shipped_code_and_passes_its_checks(tmp_path, capsys
             assert r["ok"] and r["psnr_db"] >= 40 and r["images_per_s"] > 0, r
     compiled = [r for r in infer if r["name"] == "Stylizer compile=true"]
     assert all(r["detail"] == "compiled" for r in compiled)
+    defaults = [r for r in infer if r["name"] == "Stylizer defaults"]  # ONNX Runtime on the CPU
+    want = "onnx" if has_onnxruntime() else "eager"
+    assert all(r["detail"] == want for r in defaults)
     # two Stylizers per case, then three in the memory section (untiled, tiled, big)
     made = spies["stylizer"]
     assert len(made) == 2 * len(cases) + 3
