@@ -79,3 +79,19 @@ def test_every_bundled_style_image_has_a_licence_row_and_a_config(tmp_path):
         cfg = compose_train(tmp_path, [f"style={config}"], fast=False)
         assert Path(cfg.style.image).resolve() == (styles / name).resolve()
         assert f"`style={config}`" in rows[name]
+
+
+def test_the_zoo_baseline_is_the_reference_loss_on_the_zoo_recipes_data(tmp_path):
+    """experiment=cpu_baseline differs from experiment=cpu_zoo only in what the reference recipe
+    sets differently: its loss weights, no total variation, no identity start, a near-black
+    start. Photos, crops, steps and schedule stay the zoo recipe's, so the two compare."""
+    zoo = compose_train(tmp_path, ["experiment=cpu_zoo", "style=starry_night"], fast=False)
+    base = compose_train(tmp_path, ["experiment=cpu_baseline", "style=starry_night"], fast=False)
+    ref = compose_train(tmp_path, ["style=starry_night"], fast=False)  # the defaults' loss
+    assert base.data == zoo.data and base.trainer == zoo.trainer
+    assert base.model.optimizer == zoo.model.optimizer and base.model.scheduler is None
+    assert base.style.style_weight == ref.style.style_weight
+    assert base.style.tv_weight == ref.style.tv_weight == 0 < zoo.style.tv_weight
+    assert base.style.content_weight == ref.style.content_weight
+    assert set(base.loss.style_layers.values()) == {1.0}
+    assert base.model.identity_steps == 0 and base.model.net.start_grey is False
