@@ -48,14 +48,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds(fn: Callable[[], object], min_time: float, max_calls: int | None = None) -> float:
-    """Median wall seconds of one call of fn, called until min_time has passed (at least once,
-    at most max_calls times). fn must return when its work is done: the rows here return CPU
-    tensors or arrays, which waits for the device."""
+def seconds(fn: Callable[[], object], min_time: float, max_calls: int | None = None,
+            min_calls: int = 1) -> float:
+    """Median wall seconds of one call of fn, called until min_time has passed and min_calls
+    were made (at least once, at most max_calls times). fn must return when its work is done:
+    the rows here return CPU tensors or arrays, which waits for the device."""
     times: list[float] = []
+    min_calls = min(min_calls, max_calls or min_calls)
     start = time.perf_counter()
-    while not times or (time.perf_counter() - start < min_time
-                        and (max_calls is None or len(times) < max_calls)):
+    while len(times) < min_calls or (time.perf_counter() - start < min_time
+                                     and (max_calls is None or len(times) < max_calls)):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -80,14 +82,15 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def write_model(path: Path, channels: tuple[int, int, int], num_residual: int) -> Path:
+def write_model(path: Path, channels: tuple[int, int, int], num_residual: int,
+                edge_kernel: int = 9) -> Path:
     """A model file of an untrained net whose output spans the image range (as tests/models.py
     makes them): at initialisation the output is near black, which would hide precision errors."""
     from stylenet.model_file import save_model
     from stylenet.transformer import TransformerNet
 
     torch.manual_seed(0)
-    net = TransformerNet(channels=channels, num_residual=num_residual)
+    net = TransformerNet(channels=channels, num_residual=num_residual, edge_kernel=edge_kernel)
     with torch.no_grad():
         net.conv_out.conv.weight.mul_(net.pixel_scale / 2)
         net.conv_out.conv.bias.mul_(net.pixel_scale / 2).add_(net.pixel_scale / 2)

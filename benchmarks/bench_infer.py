@@ -1,7 +1,7 @@
 """Section infer: Stylizer as users get it, and the exported ONNX model in ONNX Runtime, against
 the plain fp32 eager forward.
 
-Rows, for each case (side x side pixels, batch):
+Rows, for each net (the paper's; on the CPU also model=lite) and case (side x side px, batch):
   fp32 eager              load_model, net.to(device), the forward under inference_mode with
                           PyTorch's default settings; the input moved to the device and the
                           output back to the CPU, as Stylizer's calls take and return CPU
@@ -12,6 +12,8 @@ Rows, for each case (side x side pixels, batch):
                           stylizing a few photos gets it
   Stylizer compile=true   the same compiled: the steady state of a long run; its first call
                           (the compilation) is reported as the warm-up
+  Stylizer tile=1024      cases over 2048 px only: tiles with the whole image's statistics
+                          (on the CPU these cases time one call a row and skip compile=true)
   ONNX Runtime            the file stylenet.export writes, run with the CUDA provider when it is
                           installed, else the CPU's (on a GPU run then only for the first case)
 Each row: warm-up (the first call), median seconds per call, images/s, speedup over fp32 eager,
@@ -41,20 +43,38 @@ from bench_common import (
     write_model,
 )
 
+# (name, encoder widths, residual blocks, edge kernel) of a net to time
+Net = tuple[str, tuple[int, int, int], int, int]
+PAPER: Net = ("paper", (32, 64, 128), 5, 9)
+
+
+def config_net(name: str) -> Net:
+    """A net as configs/model/<name>.yaml builds it."""
+    from omegaconf import OmegaConf
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "model"
+    cfg = OmegaConf.merge(OmegaConf.load(folder / "stylenet.yaml").net,
+                          OmegaConf.load(folder / f"{name}.yaml").get("net", {}))
+    return name, tuple(cfg.channels), int(cfg.num_residual), int(cfg.edge_kernel)
+
 
 @dataclass
 class Sizes:
     cases: tuple[tuple[int, int], ...] = ((1024, 1), (512, 16), (4096, 1))  # (side, batch)
-    channels: tuple[int, int, int] = (32, 64, 128)  # the paper's net
-    num_residual: int = 5
+    nets: tuple[Net, ...] = (PAPER,)
     min_time: float = 1.0  # seconds of timed calls per row (one call at least)
+    min_calls: int = 1  # timed calls per row at least, in cases up to `big` px
+    big: int = 2048  # larger cases: one timed call a row, no compile row on the CPU, and a row
+    tile: int = 1024  # tiled at this many px (Stylizer tile=..., whole-image statistics)
     compile_backend: str = "inductor"  # small: eager (torch.compile's path, no C++ build)
 
 
 FULL = Sizes()
-CPU = Sizes(cases=((1024, 1),))  # --device cpu without --small: the paper's net at 1024 px
-SMALL = Sizes(cases=((48, 1), (32, 4), (64, 1)), channels=(8, 16, 32), num_residual=1,
-              min_time=0.0, compile_backend="eager")
+# --device cpu without --small: the paper's and the lite net, 1024 px (median of 5) and 4096 px.
+CPU = Sizes(cases=((1024, 1), (4096, 1)), nets=(PAPER, config_net("lite")), min_calls=5)
+SMALL = Sizes(cases=((48, 1), (32, 4), (128, 1)), nets=(("tiny", (8, 16, 32), 1, 9),
+                                                        ("tiny k5", (4, 8, 16), 1, 5)),
+              min_time=0.0, big=64, tile=96, compile_backend="eager")
 
 
 def fp32_eager(model: Path, device: torch.device):
@@ -90,27 +110,38 @@ def onnx_session(model: Path, device: torch.device, work: Path):
 
 
 def measure(call, x: torch.Tensor, min_time: float, device: torch.device,
-            max_calls: int | None = None) -> dict:
+            max_calls: int | None = None, min_calls: int = 1) -> dict:
     """The first call (warm-up: compilation, cuDNN's choices) and the median of the rest."""
     reset_peak(device)
     t0 = time.perf_counter()
     out = call(x)
     warmup = time.perf_counter() - t0
-    sec = seconds(lambda: call(x), min_time, max_calls)
+    sec = seconds(lambda: call(x), min_time, max_calls, min_calls)
     return {"out": out, "warmup_s": warmup, "seconds": sec, "peak_gib": peak_gib(device)}
 
 
 def stylizer_path(lines: list[str]) -> str:
     compiled = any("compiling" in line for line in lines)
     onnx = any("ONNX Runtime" in line for line in lines)
-    tiled = any("tiling at" in line for line in lines)
+    tiled = any(line.startswith("tiling") or "tiling at" in line for line in lines)
     return ("compiled" if compiled else "onnx" if onnx else "eager") + (", tiled" if tiled else "")
 
 
 def run(args, s: Sizes, device: torch.device, work: Path) -> dict:
+    rows, provider = [], None
+    for name, channels, blocks, kernel in s.nets:
+        model = write_model(work / f"infer_{name.replace(' ', '_')}.pt", channels, blocks, kernel)
+        net_rows_, provider = net_rows(s, model, device, work)
+        rows += [{**r, "case": f"{name} {r['case']}"} for r in net_rows_]
+    return {"nets": [{"name": n, "channels": list(c), "num_residual": b, "edge_kernel": k}
+                     for n, c, b, k in s.nets], "onnx_provider": provider, "rows": rows}
+
+
+def net_rows(s: Sizes, model: Path, device: torch.device,
+             work: Path) -> tuple[list[dict], str | None]:
+    """Every case's rows for one model file, and the ONNX Runtime provider used."""
     from stylenet import stylize
 
-    model = write_model(work / "infer_model.pt", s.channels, s.num_residual)
     onnx_failed = None
     try:
         session = onnx_session(model, device, work)
@@ -122,9 +153,11 @@ def run(args, s: Sizes, device: torch.device, work: Path) -> dict:
     rows = []
     for i, (size, batch) in enumerate(s.cases):
         case = f"{size}x{size} b{batch}"
+        big = size > s.big
+        calls = {"min_time": 0.0 if big else s.min_time, "min_calls": 1 if big else s.min_calls}
         x = smooth_images(batch, size)
         defaults = restore_defaults()
-        base = measure(fp32_eager(model, device), x, s.min_time, device)
+        base = measure(fp32_eager(model, device), x, device=device, **calls)
         ref = base.pop("out")
         case_rows = [{"name": "fp32 eager", **base, "ok": defaults,
                       "detail": "" if defaults else "PyTorch's settings are not the defaults"}]
@@ -133,16 +166,21 @@ def run(args, s: Sizes, device: torch.device, work: Path) -> dict:
         # row stops timing before that call (on the CPU it never compiles).
         eager_calls = math.ceil(stylize.COMPILE_AFTER_PIXELS / (batch * size * size))
         default_path = "onnx" if device.type == "cpu" and stylize.has_onnxruntime() else "eager"
-        stylizers = [("Stylizer defaults", {}, max(1, eager_calls - 1), default_path),
-                     ("Stylizer compile=true",
-                      {"compile": True, "compile_backend": s.compile_backend}, None, "compiled")]
+        stylizers = [("Stylizer defaults", {}, max(1, eager_calls - 1), default_path)]
+        if not (big and device.type == "cpu"):  # compiling for 4096 px on 2 cores: minutes
+            stylizers.append(("Stylizer compile=true",
+                              {"compile": True, "compile_backend": s.compile_backend}, None,
+                              "compiled"))
+        if big:
+            tiled = {"tile": s.tile, "overlap": min(128, s.tile // 2)}  # 128: infer.py's
+            stylizers.append((f"Stylizer tile={s.tile}", tiled, None, "eager, tiled"))
         for name, kwargs, max_calls, want in stylizers:
             if kwargs.get("compile"):
                 torch._dynamo.reset()  # compiles as a fresh process would, not reusing a graph
             try:
-                with LogLines("stylenet.stylize") as log:
+                with LogLines("stylenet") as log:  # stylenet.stylize and stylenet.tiling
                     stylizer = stylize.Stylizer(model, device=device.type, **kwargs)
-                    row = measure(stylizer, x, s.min_time, device, max_calls)
+                    row = measure(stylizer, x, device=device, max_calls=max_calls, **calls)
                     del stylizer
             except Exception as e:  # the other rows' figures still count
                 case_rows.append({"name": name, **failed_row(e)})
@@ -157,7 +195,7 @@ def run(args, s: Sizes, device: torch.device, work: Path) -> dict:
                 return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
 
             try:
-                row = measure(run_onnx, x, s.min_time, device)
+                row = measure(run_onnx, x, device=device, **calls)
                 # ONNX Runtime's memory is not torch's to count
                 row.update(peak_gib=None, detail=f"{provider} provider")
             except Exception as e:
@@ -189,8 +227,7 @@ def run(args, s: Sizes, device: torch.device, work: Path) -> dict:
         del x, ref
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"net": {"channels": list(s.channels), "num_residual": s.num_residual},
-            "onnx_provider": provider, "rows": rows}
+    return rows, provider
 
 
 def table(result: dict) -> str:
@@ -198,7 +235,8 @@ def table(result: dict) -> str:
                ("seconds", "s/call", ".4f"), ("images_per_s", "img/s", ".2f"),
                ("speedup", "x", ".2f"), ("psnr_db", "PSNR dB", ".1f"),
                ("peak_gib", "peak GiB", ".2f")]
-    net = result["net"]
-    title = (f"[infer] net {net['channels']} x{net['num_residual']}; CPU tensors in and out; "
-             f"x and PSNR against fp32 eager")
+    nets = "; ".join(f"{n['name']} {n['channels']} x{n['num_residual']} edge {n['edge_kernel']}"
+                     for n in result["nets"])
+    title = (f"[infer] nets: {nets}; CPU tensors in and out; x and PSNR against the same net's "
+             f"fp32 eager")
     return format_table(title, result["rows"], columns)

@@ -190,14 +190,22 @@ def test_small_run_times_the_shipped_code_and_passes_its_checks(tmp_path, capsys
                for c in calls)
 
     infer = saved["infer"]["rows"]
-    names = ["fp32 eager", "Stylizer defaults", "Stylizer compile=true", "ONNX Runtime"]
-    cases = [f"{size}x{size} b{batch}" for size, batch in bench_infer.SMALL.cases]
-    assert [(r["case"], r["name"]) for r in infer] == [(c, n) for c in cases for n in names]
+    small, expected = bench_infer.SMALL, []
+    for net, *_ in small.nets:  # each net: every case; a big case tiled and not compiled
+        for size, batch in small.cases:
+            big = size > small.big
+            names = ["fp32 eager", "Stylizer defaults",
+                     f"Stylizer tile={small.tile}" if big else "Stylizer compile=true",
+                     "ONNX Runtime"]
+            expected += [(f"{net} {size}x{size} b{batch}", name) for name in names]
+    assert [(r["case"], r["name"]) for r in infer] == expected
+    tiled = [r for r in infer if r["name"].startswith("Stylizer tile=")]
+    assert tiled and all(r["detail"] == "eager, tiled" for r in tiled)
     onnx = [r for r in infer if r["name"] == "ONNX Runtime"]
     if onnx[0]["ok"] is None:  # onnxruntime is optional
         assert all("not installed" in r["detail"] for r in onnx)
     else:
-        assert spies["export"] == ["onnx"]
+        assert spies["export"] == ["onnx"] * len(small.nets)
     for r in infer:
         if r["name"] == "fp32 eager":
             assert r["speedup"] == 1 and r["ok"]
@@ -208,9 +216,9 @@ def test_small_run_times_the_shipped_code_and_passes_its_checks(tmp_path, capsys
     defaults = [r for r in infer if r["name"] == "Stylizer defaults"]  # ONNX Runtime on the CPU
     want = "onnx" if has_onnxruntime() else "eager"
     assert all(r["detail"] == want for r in defaults)
-    # two Stylizers per case, then three in the memory section (untiled, tiled, big)
+    # two Stylizers per case and net, then three in the memory section (untiled, tiled, big)
     made = spies["stylizer"]
-    assert len(made) == 2 * len(cases) + 3
+    assert len(made) == 2 * len(small.cases) * len(small.nets) + 3
     assert made[1] == {"device": "cpu", "compile": True, "compile_backend": "eager"}
 
     memory = saved["memory"]["rows"]
