@@ -3,6 +3,7 @@ against wall time, and publish a finished run as a shipped model with its record
 
     python benchmarks/zoo.py judge logs/zoo/runs/starry_night/<date>        # every checkpoint
     python benchmarks/zoo.py compare RECIPE_RUN BASELINE_RUN                 # curves + images
+    python benchmarks/zoo.py nets PAPER_RUN LITE_RUN...                      # nets, one recipe
     python benchmarks/zoo.py publish logs/zoo/runs/starry_night/<date>       # ship it
     python benchmarks/zoo.py readme                                          # the README picture
 
@@ -245,6 +246,40 @@ def compare(recipe: Path, baseline: Path, out: Path = RESULTS) -> dict:
     return report
 
 
+def nets(reference: Path, others: list[Path], out: Path = RESULTS) -> dict:
+    """Nets trained with the same recipe and steps (e.g. model=lite against the paper's): each
+    run's final model on the judge, its ratios to the reference run's, its training minutes and
+    its multiply-adds per pixel, and one side-by-side of every final model."""
+    from stylenet.transformer import macs_per_pixel
+
+    runs = [reference, *others]
+    judge = Judge(None, load_tensor(painting_path(reference), max_side=JUDGE_SIZE))
+    photos = heldout()
+    rows = {}
+    for run in runs:
+        s = score(run / "model.pt", judge, photos)
+        cfg = run_config(run)
+        rows[run.name] = {"run": str(run), "steps": cfg["trainer"]["max_steps"],
+                          "minutes": seconds_at(wall_clock(run), cfg["trainer"]["max_steps"]) / 60,
+                          "macs_per_pixel": macs_per_pixel(load_model(run / "model.pt")[0]),
+                          "content": s["content"], "style": s["style"],
+                          "high_freq_ratio": s["high_freq_ratio"]}
+    ref = rows[reference.name]
+    for name, r in rows.items():
+        r["content_ratio"], r["style_ratio"] = (r["content"] / ref["content"],
+                                                r["style"] / ref["style"])
+        print(f"{name:<16} {r['macs_per_pixel'] / 1e3:6.1f}k MACs/px  {r['minutes']:5.1f} min  "
+              f"content {r['content']:6.0f} ({r['content_ratio']:.2f}x)  style {r['style']:6.0f} "
+              f"({r['style_ratio']:.2f}x)  hf {r['high_freq_ratio']:.2f}")
+    style = run_config(reference)["style"]["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    models = [(run.name, run / "model.pt") for run in runs]
+    side_by_side([(p, models) for p in ("astronaut", "chelsea", "china", "text")], JUDGE_SIZE,
+                 out / f"zoo_{style}_nets.jpg")
+    (out / f"zoo_{style}_nets.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 # -- publishing ----------------------------------------------------------------------------------
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -331,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("recipe", type=Path)
     c.add_argument("baseline", type=Path)
     c.add_argument("--out", type=Path, default=RESULTS)
+    n = sub.add_parser("nets", help="final models of runs of one recipe against a reference run")
+    n.add_argument("reference", type=Path)
+    n.add_argument("others", nargs="+", type=Path)
+    n.add_argument("--out", type=Path, default=RESULTS)
     pub = sub.add_parser("publish", help="ship a finished run in stylenet/models/")
     pub.add_argument("run", type=Path)
     pub.add_argument("--name")
@@ -343,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             (RESULTS / f"zoo_judge_{run.name}.json").write_text(json.dumps(report, indent=1))
     elif a.cmd == "compare":
         compare(a.recipe, a.baseline, a.out)
+    elif a.cmd == "nets":
+        nets(a.reference, a.others, a.out)
     elif a.cmd == "publish":
         publish(a.run, a.name)
     else:
