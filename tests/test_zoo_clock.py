@@ -37,3 +37,32 @@ def test_wall_clock_counts_identity_steps_and_skips_the_pause_before_a_resume(tm
     assert at[200] == pytest.approx(295.0)  # + 100 steps at 2 s: the hour's pause is not counted
     assert zoo.seconds_at(clock, 150) == pytest.approx(195.0)
     assert zoo.seconds_at(clock, 220) == pytest.approx(295.0 + 20 * 295.0 / 200)
+
+
+@pytest.mark.slow
+def test_nets_judges_each_runs_final_model_against_the_reference_run(tmp_path, monkeypatch):
+    """zoo.py nets, on two 3-step runs of train.py as a user types it (small and lite nets), with
+    the held-out photos and the painting shrunk to 64 px."""
+    import subprocess
+
+    from conftest import FAST
+    from test_benchmark import needs_offline_vgg
+
+    needs_offline_vgg()  # the judge's VGG16
+    for name in ("small", "lite"):
+        subprocess.run([sys.executable, str(ROOT / "train.py"), *FAST, f"model={name}",
+                        "style=starry_night", "trainer.max_steps=3", "trainer.max_epochs=-1",
+                        "trainer.log_every_n_steps=1", "data.dataset.image_size=32",
+                        f"hydra.run.dir={tmp_path / name}"],
+                       check=True, cwd=tmp_path, capture_output=True)
+    photos = zoo.heldout(64)
+    monkeypatch.setattr(zoo, "JUDGE_SIZE", 64)
+    monkeypatch.setattr(zoo, "heldout", lambda size=64: photos)
+    rows = zoo.nets(tmp_path / "small", [tmp_path / "lite"], tmp_path / "out")
+    small, lite = rows["small"], rows["lite"]
+    assert small["content_ratio"] == 1 == small["style_ratio"]
+    assert lite["style_ratio"] == pytest.approx(lite["style"] / small["style"])
+    assert lite["content_ratio"] == pytest.approx(lite["content"] / small["content"])
+    assert lite["macs_per_pixel"] < small["macs_per_pixel"]
+    assert all(r["steps"] == 3 and r["minutes"] > 0 for r in rows.values())
+    assert (tmp_path / "out" / "zoo_starry_night_nets.jpg").is_file()
