@@ -42,7 +42,7 @@ def table(recs: dict[str, dict[str, Any]] | None = None) -> str:
     benchmarks/zoo.py publish; a test checks they agree)."""
     recs = records() if recs is None else recs
     rows = ["| model | painting | training command | steps | wall time, CPU | style weight, "
-            "size | held-out content / style | high-freq. ratio at 1024 px | sample |",
+            "size | held-out content / style | high-freq. ratio | sample |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in recs.items():
         judged = r["held_out"]
@@ -50,5 +50,5 @@ def table(recs: dict[str, dict[str, Any]] | None = None) -> str:
             f"| `{name}` | {r['painting']} | `{r['command']}` | {r['steps']} | "
             f"{r['wall_minutes']} min, {r['cpu']} | {r['style_weight']:g}, {r['style_size']} px | "
             f"{judged['content']:,.0f} / {judged['style']:,.0f} | "
-            f"{judged['high_freq_ratio_1024']:.2f} | [{name}](../../{r['sample']}) |")
+            f"{judged['high_freq_ratio']:.2f} | [{name}](../../{r['sample']}) |")
     return "\n".join(rows)

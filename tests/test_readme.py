@@ -135,6 +135,12 @@ def same_size(src: str, dst: str) -> Callable[[Path, str], None]:
     return verify
 
 
+def lists_the_zoo(_ws: Path, output: str) -> None:
+    from stylenet.model_file import zoo_names
+
+    assert zoo_names() and all(name in output for name in zoo_names()), output
+
+
 def tiled(ws: Path, output: str) -> None:
     same_size("8k.jpg", "8k_styled.jpg")(ws, output)
     assert re.search(r"200x136 in \d+ tiles of 64 px", output), output[-2000:]
@@ -287,6 +293,9 @@ PLANS: dict[str, Plan] = {
         Plan("run", (*TRAIN_SHRINK, "trainer.max_steps=4"), before=first_run_for_resume,
              verify=resumed),
     # Stylize
+    "python infer.py model=starry_night input=photo.jpg output=starry.jpg": Plan(
+        "run", expect=("starry.jpg",), verify=same_size("photo.jpg", "starry.jpg")),
+    "python infer.py model=list": Plan("run", verify=lists_the_zoo),
     "python infer.py model=model.pt input=photo.jpg output=styled.jpg": Plan(
         "run", expect=("styled.jpg",), verify=same_size("photo.jpg", "styled.jpg")),
     "python infer.py model=model.pt input=photo.jpg output=styled/": Plan(
