@@ -59,8 +59,8 @@ style 5), means over the photos, measured on the shipped file (`tests/test_zoo.p
 again). High-frequency ratio: the Laplacian energy of the output over the photo's, on the same
 photos at 512 px, their own size (checkerboards, stripes or noise push it above 2, a blur below
 0.3; at 1024 px the photos would be upscaled, nearly free of fine detail, and any painted texture
-would pass 2). Wall time: the training
-run, start to model file, on the CPU named. Written by `python benchmarks/zoo.py publish RUN`.
+would pass 2). Wall time: the training run, start to model file, on the CPU named. Written by
+`python benchmarks/zoo.py publish RUN`.
 
 {table}
 
