@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ from stylenet.module import HPARAM_METRICS, load_style  # noqa: E402
 from stylenet.vgg_weights import WeightsUnavailableError  # noqa: E402
 
 log = logging.getLogger("stylenet.train")
+# Lightning logs every trainer.log_every_n_steps global steps, across epochs: its warning that an
+# epoch of a small folder is shorter than that is moot. The modules it finds in eval mode at the
+# start are the frozen loss network's, on purpose.
+warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval")
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
 register_resolvers()  # before @hydra.main composes the config
 
 # What a user sweeps and compares in TensorBoard's HParams tab (the whole resolved config is in
