@@ -133,15 +133,22 @@ def seconds_at(clock: list[tuple[int, float]], step: int) -> float:
     return t1 + (t1 - t0) / max(1, s1 - s0) * (step - s1)
 
 
-def judge_run(run: Path, every: int = 1) -> dict:
-    """Every step checkpoint of a run (and its model file), scored on the held-out photos."""
+def step_checkpoints(run: Path) -> dict[int, Path]:
+    return {int(c.stem.removeprefix("step")): c
+            for c in sorted((run / "checkpoints").glob("step*.ckpt"))}
+
+
+def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
+    """Every `every`-th step checkpoint of a run, counted back from its last, and those at the
+    steps in `keep`, scored on the held-out photos."""
     clock = wall_clock(run)
     judge = Judge(None, load_tensor(painting_path(run), max_side=JUDGE_SIZE))
     photos = heldout()
     points = []
-    ckpts = sorted((run / "checkpoints").glob("step*.ckpt"))[::every]
-    for ckpt in ckpts:
-        step = int(ckpt.stem.removeprefix("step"))
+    ckpts = step_checkpoints(run)
+    steps = sorted(set(sorted(ckpts)[::-1][::every]) | (set(keep) & set(ckpts)))
+    for step in steps:
+        ckpt = ckpts[step]
         s = score(ckpt, judge, photos)
         points.append({"step": step, "seconds": seconds_at(clock, step),
                        "content": s["content"], "style": s["style"],
@@ -224,9 +231,19 @@ def side_by_side(rows: list[tuple[str, list[tuple[str, Path]]]], size: int, path
     return path
 
 
-def compare(recipe: Path, baseline: Path, out: Path = RESULTS) -> dict:
-    """Curves of both runs and side-by-side images at the recipe's final wall time."""
-    curves = {"recipe": judge_run(recipe), "baseline": judge_run(baseline)}
+def compare(recipe: Path, baseline: Path, out: Path = RESULTS, every: int = 1) -> dict:
+    """Curves of both runs and side-by-side images at equal wall time (the shorter run's last
+    checkpoint). every: judge every n-th checkpoint for the curves (each run's last checkpoint
+    and its last one at equal time are always judged)."""
+    clocks = {run: wall_clock(run) for run in (recipe, baseline)}
+    t = min(seconds_at(c, max(step_checkpoints(run))) for run, c in clocks.items())
+
+    def at_equal_time(run: Path) -> tuple[int, ...]:
+        return tuple([s for s in step_checkpoints(run)
+                      if seconds_at(clocks[run], s) <= t + 1][-1:])
+
+    curves = {"recipe": judge_run(recipe, every, keep=at_equal_time(recipe)),
+              "baseline": judge_run(baseline, every, keep=at_equal_time(baseline))}
     style = curves["recipe"]["style"]
     out.mkdir(parents=True, exist_ok=True)
     plot(curves, out / f"zoo_{style}_curves.png", f"{style}: held-out loss against wall time "
@@ -366,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("recipe", type=Path)
     c.add_argument("baseline", type=Path)
     c.add_argument("--out", type=Path, default=RESULTS)
+    c.add_argument("--every", type=int, default=1,
+                   help="judge every n-th checkpoint for the curves (~1 min each)")
     n = sub.add_parser("nets", help="final models of runs of one recipe against a reference run")
     n.add_argument("reference", type=Path)
     n.add_argument("others", nargs="+", type=Path)
@@ -381,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             RESULTS.mkdir(parents=True, exist_ok=True)
             (RESULTS / f"zoo_judge_{run.name}.json").write_text(json.dumps(report, indent=1))
     elif a.cmd == "compare":
-        compare(a.recipe, a.baseline, a.out)
+        compare(a.recipe, a.baseline, a.out, a.every)
     elif a.cmd == "nets":
         nets(a.reference, a.others, a.out)
     elif a.cmd == "publish":
