@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 def bf16_against_fp32(s: Settings, out: Path) -> int:
     """Prints and saves each seed's bf16 / fp32 held-out ratios; fails outside BF16_AGREE."""
     with tempfile.TemporaryDirectory() as work:
-        reports = paired_precision(s, Path(work), BF16)
+        reports = paired_precision(s, Path(work), {"bf16": BF16})
     for r in reports:
         ratio, seconds = r["over_fp32"]["bf16"], {k: v["seconds"] for k, v in r["scores"].items()}
         print(f"seed {r['seed']}: bf16 / fp32 held out: content {ratio['content']:.4f}, style "

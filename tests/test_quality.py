@@ -137,6 +137,7 @@ def test_a_run_whose_control_is_not_worse_fails():
 def gram_summed_in_bf16(features: torch.Tensor, normalize: str = "chw") -> torch.Tensor:
     """A broken Gram matrix: each pixel's products added to a bf16 running sum, as a kernel
     without fp32 accumulators would. Once the sum is ~2^8 times a term, terms round away."""
+    assert normalize == "chw"  # what the training's style loss asks for
     b, c, h, w = features.shape
     f = features.float().reshape(b, c, h * w)
     total = features.new_zeros(b, c, c, dtype=torch.bfloat16)
@@ -165,3 +166,14 @@ def test_bf16_mixed_training_matches_fp32_but_a_gram_summed_in_bf16_does_not(tmp
     summary = [(r["seed"], r["over_fp32"]) for r in reports]
     assert quality.deviation(reports, "bf16") <= quality.BF16_AGREE, summary
     assert quality.deviation(reports, "broken") > quality.BF16_AGREE, summary
+
+
+@pytest.mark.slow
+def test_the_bf16_command_trains_both_sides_and_writes_its_verdict(tmp_path):
+    import json
+
+    rc = quality.main(["--bf16-against-fp32", "--size", "32", "--steps", "3", "--seeds", "0",
+                       "--photos", "skimage", "--out", str(tmp_path)])
+    report = json.loads(next(tmp_path.glob("bf16_*.json")).read_text())
+    assert set(report["runs"][0]["scores"]) == {"fp32", "bf16"}
+    assert rc == (0 if report["passed"] else 1)
