@@ -235,20 +235,18 @@ def compare(recipe: Path, baseline: Path, out: Path = RESULTS, every: int = 1) -
     """Curves of both runs and side-by-side images at equal wall time (the shorter run's last
     checkpoint). every: judge every n-th checkpoint for the curves (each run's last checkpoint
     and its last one at equal time are always judged)."""
-    clocks = {run: wall_clock(run) for run in (recipe, baseline)}
-    t = min(seconds_at(c, max(step_checkpoints(run))) for run, c in clocks.items())
-
-    def at_equal_time(run: Path) -> tuple[int, ...]:
-        return tuple([s for s in step_checkpoints(run)
-                      if seconds_at(clocks[run], s) <= t + 1][-1:])
-
-    curves = {"recipe": judge_run(recipe, every, keep=at_equal_time(recipe)),
-              "baseline": judge_run(baseline, every, keep=at_equal_time(baseline))}
+    runs = {"recipe": recipe, "baseline": baseline}
+    clocks = {k: wall_clock(run) for k, run in runs.items()}
+    seconds = {k: {s: seconds_at(clocks[k], s) for s in step_checkpoints(run)}
+               for k, run in runs.items()}
+    t = min(max(times.values()) for times in seconds.values())
+    keep = {k: tuple([s for s, sec in times.items() if sec <= t + 1][-1:])
+            for k, times in seconds.items()}
+    curves = {k: judge_run(run, every, keep=keep[k]) for k, run in runs.items()}
     style = curves["recipe"]["style"]
     out.mkdir(parents=True, exist_ok=True)
     plot(curves, out / f"zoo_{style}_curves.png", f"{style}: held-out loss against wall time "
          "(2-core CPU)")
-    t = min(curves["recipe"]["points"][-1]["seconds"], curves["baseline"]["points"][-1]["seconds"])
     picks = {k: at_time(c, t) for k, c in curves.items()}
     models = [(k, Path(c["run"]) / "checkpoints" / picks[k]["file"]) for k, c in curves.items()]
     side_by_side([(p, models[::-1]) for p in ("astronaut", "chelsea", "china", "text")],
