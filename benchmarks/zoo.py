@@ -134,7 +134,9 @@ def seconds_at(clock: list[tuple[int, float]], step: int) -> float:
 
 
 def step_checkpoints(run: Path) -> dict[int, Path]:
-    return {int(c.stem.removeprefix("step")): c
+    """step -> checkpoint, the step read from the file: before StepCheckpoint, a step
+    checkpoint's name was one validation interval behind the step it holds."""
+    return {torch.load(c, map_location="cpu", weights_only=True, mmap=True)["global_step"]: c
             for c in sorted((run / "checkpoints").glob("step*.ckpt"))}
 
 

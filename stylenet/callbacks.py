@@ -4,6 +4,7 @@
   update there, and every N steps stops a run that had one, naming the step and the cause.
 - SkippedFiles: logs how many training photos were found unusable (data/skipped_files).
 - ModelFile: at the end of fit, writes the self-contained model file and a stylized sample.
+- StepCheckpoint: Lightning's ModelCheckpoint, its `{step}` the step the checkpoint holds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from typing_extensions import override
 
 from stylenet.image import save_atomic, to_pil
@@ -33,6 +35,19 @@ def checkpoint_dir(trainer: pl.Trainer) -> Path:
     if callback is not None and getattr(callback, "dirpath", None):
         return Path(callback.dirpath)
     return Path(trainer.default_root_dir) / "checkpoints"
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose `{step}` in the file name is the optimizer step the checkpoint holds.
+    The module logs a "step" metric at each validation (the x of its points in TensorBoard), and
+    ModelCheckpoint takes a logged "step" over the trainer's: a step checkpoint, saved before
+    that step's validation, would be named after the previous validation's step."""
+
+    @override
+    def _monitor_candidates(self, trainer: pl.Trainer) -> dict[str, torch.Tensor]:
+        candidates = super()._monitor_candidates(trainer)
+        candidates["step"] = torch.tensor(trainer.global_step)
+        return candidates
 
 
 class FiniteGuard(pl.Callback):

@@ -244,3 +244,23 @@ def test_identity_steps_warm_start_the_net_on_its_photos(cfg_train):
     assert [steps for *_, steps in identity] == list(range(1, 31))
     assert [steps for *_, steps in perceptual] == [1, 2, 3]  # fresh moments
     assert perceptual[0][1] > style_targets and perceptual[0][0] > 10 * identity[-1][0]
+
+
+def test_step_checkpoints_are_named_by_the_step_they_hold(cfg_train, tmp_path):
+    # Validation logs a "step" metric; a checkpoint saved before a validation must still be
+    # named by its own step, not by the previous validation's.
+    cfg = cfg_train(
+        "callbacks=default",
+        "trainer.enable_checkpointing=true",
+        "trainer.max_steps=4",
+        "trainer.max_epochs=-1",
+        "trainer.val_check_interval=2",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        "callbacks.model_checkpoint.save_top_k=-1",
+        "model.net.channels=[8,16,32]",
+        "model.net.num_residual=2",
+    )
+    train(cfg)
+    held = {p.name: torch.load(p, map_location="cpu", weights_only=True)["global_step"]
+            for p in (tmp_path / "checkpoints").glob("step*.ckpt")}
+    assert held == {"step0000002.ckpt": 2, "step0000004.ckpt": 4}
