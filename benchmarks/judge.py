@@ -8,7 +8,7 @@ original's balance: content = MSE at relu2_2, style = 5 x summed Gram MSE at rel
 relu3_3, relu4_3 (Gram / (C*H*W)).
 
     judge = Judge(vgg_path, painting)            # painting: (3, H, W) in 0..1
-    judge(photo, stylized)                        # {"content", "style", "high_freq_ratio"}
+    judge(photo, stylized)  # {"content", "style", "high_freq_ratio", "style_relu1_2", ...}
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ class Judge:
         """photo and stylized: (3, H, W) in 0..1, the same size."""
         out, ref = self.features(stylized), self.features(photo)
         content = F.mse_loss(out[reference.CONTENT_LAYER], ref[reference.CONTENT_LAYER])
-        style = sum(F.mse_loss(reference.gram(out[k]), self.style_grams[k])
-                    for k in reference.STYLE_LAYERS)
+        layers = {k: STYLE_WEIGHT * float(F.mse_loss(reference.gram(out[k]), self.style_grams[k]))
+                  for k in reference.STYLE_LAYERS}
         hf = high_frequency_energy(stylized[None]) / high_frequency_energy(photo[None])
-        return {"content": CONTENT_WEIGHT * float(content), "style": STYLE_WEIGHT * float(style),
-                "high_freq_ratio": float(hf)}
+        return {"content": CONTENT_WEIGHT * float(content), "style": sum(layers.values()),
+                "high_freq_ratio": float(hf), **{f"style_{k}": v for k, v in layers.items()}}

@@ -89,12 +89,16 @@ def painting_path(run: Path) -> Path:
     return Path(image.replace("${paths.data_dir}", str(ROOT / "data")))
 
 
+# the judge's scores that zoo.py keeps: content, style and its four layers, high-frequency ratio
+STYLE_KEYS = ("content", "style", "style_relu1_2", "style_relu2_2", "style_relu3_3",
+              "style_relu4_3", "high_freq_ratio")
+
+
 def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> dict:
     """Means over the photos of the judge's scores, and each photo's."""
     stylizer = Stylizer(model, device="cpu", precision="fp32")
     per_photo = {name: judge(photo, stylizer(photo)) for name, photo in photos.items()}
-    mean = {k: statistics.fmean(s[k] for s in per_photo.values())
-            for k in ("content", "style", "high_freq_ratio")}
+    mean = {k: statistics.fmean(s[k] for s in per_photo.values()) for k in STYLE_KEYS}
     return {**mean, "photos": per_photo}
 
 
@@ -280,15 +284,15 @@ def nets(reference: Path, others: list[Path], out: Path = RESULTS) -> dict:
         rows[run.name] = {"run": str(run), "steps": cfg["trainer"]["max_steps"],
                           "minutes": seconds_at(wall_clock(run), cfg["trainer"]["max_steps"]) / 60,
                           "macs_per_pixel": macs_per_pixel(load_model(run / "model.pt")[0]),
-                          "content": s["content"], "style": s["style"],
-                          "high_freq_ratio": s["high_freq_ratio"]}
+                          **{k: s[k] for k in STYLE_KEYS}}
     ref = rows[reference.name]
     for name, r in rows.items():
         r["content_ratio"], r["style_ratio"] = (r["content"] / ref["content"],
                                                 r["style"] / ref["style"])
         print(f"{name:<16} {r['macs_per_pixel'] / 1e3:6.1f}k MACs/px  {r['minutes']:5.1f} min  "
               f"content {r['content']:6.0f} ({r['content_ratio']:.2f}x)  style {r['style']:6.0f} "
-              f"({r['style_ratio']:.2f}x)  hf {r['high_freq_ratio']:.2f}")
+              f"({r['style_ratio']:.2f}x)  hf {r['high_freq_ratio']:.2f}  style by layer "
+              + " ".join(f"{r[f'style_relu{i}']:.1f}" for i in ("1_2", "2_2", "3_3", "4_3")))
     style = run_config(reference)["style"]["name"]
     out.mkdir(parents=True, exist_ok=True)
     models = [(run.name, run / "model.pt") for run in runs]

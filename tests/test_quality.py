@@ -111,6 +111,13 @@ def test_the_judge_agrees_with_stylenets_own_loss_on_real_features():
         terms = own(stylized[None], photo[None])
     assert scores["content"] == pytest.approx(float(terms["content"]), rel=1e-4)
     assert scores["style"] == pytest.approx(float(terms["style"]), rel=1e-4)
+    for layer in reference.STYLE_LAYERS:  # the style by layer, as zoo.py reports it
+        one = PerceptualLoss(vgg, content_weight=1.0, style_weight=5.0,
+                             style_layers={k: float(k == layer) for k in reference.STYLE_LAYERS})
+        one.set_style(painting[None])
+        with torch.no_grad():
+            expected = float(one(stylized[None], photo[None])["style"])
+        assert scores[f"style_{layer}"] == pytest.approx(expected, rel=1e-4), layer
     from stylenet.module import high_frequency_energy
 
     hf = high_frequency_energy(stylized[None]) / high_frequency_energy(photo[None])
