@@ -6,6 +6,7 @@ against wall time, and publish a finished run as a shipped model with its record
     python benchmarks/zoo.py nets PAPER_RUN LITE_RUN...                      # nets, one recipe
     python benchmarks/zoo.py publish logs/zoo/runs/starry_night/<date>       # ship it
     python benchmarks/zoo.py readme                                          # the README picture
+    python benchmarks/zoo.py scale composition_vii     # the judge's style of the painting blurred
 
 Scores come from benchmarks/judge.py (imports nothing from stylenet): content and style loss of
 each held-out photo of data/heldout/ (8 photos, 512 px on the long side) against the run's
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from judge import Judge  # noqa: E402
+from judge import Judge, high_frequency_energy  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
 from stylenet.image import image_grid, load_tensor, to_pil  # noqa: E402
@@ -302,6 +303,28 @@ def nets(reference: Path, others: list[Path], out: Path = RESULTS) -> dict:
     return rows
 
 
+def scale(name: str) -> list[dict]:
+    """The judge's sense of scale: the painting against itself blurred, at other sizes and as
+    one flat colour, scored like a stylized photo (style by layer, high-frequency ratio)."""
+    painting = load_tensor(ROOT / "data" / "styles" / f"{name}.jpg", max_side=JUDGE_SIZE)
+    judge = Judge(None, painting)
+    variants = {f"blurred, sigma {s} px": TF.gaussian_blur(painting, [9, 9], [s, s])
+                for s in (0.7, 1.0, 1.5, 2.5)}
+    variants |= {f"at {side} px": load_tensor(ROOT / "data" / "styles" / f"{name}.jpg",
+                                              max_side=side) for side in (256, 384, 768, 1024)}
+    variants["its mean colour"] = painting.mean((1, 2), keepdim=True).expand_as(painting)
+    rows = []
+    for label, image in variants.items():
+        s = judge(image, image)  # as its own photo: only the style against the painting counts
+        s["high_freq_ratio"] = float(high_frequency_energy(image[None])
+                                     / high_frequency_energy(painting[None]))
+        rows.append({"variant": label, **{k: s[k] for k in STYLE_KEYS if k != "content"}})
+        print(f"{name} {label:<22} style {s['style']:8.1f}  by layer "
+              + " ".join(f"{s[f'style_relu{i}']:7.1f}" for i in ("1_2", "2_2", "3_3", "4_3"))
+              + f"  hf {s['high_freq_ratio']:.2f} (of the painting's)")
+    return rows
+
+
 # -- publishing ----------------------------------------------------------------------------------
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -397,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("run", type=Path)
     pub.add_argument("--name")
     sub.add_parser("readme", help="docs/zoo.jpg from the shipped models")
+    sc = sub.add_parser("scale", help="the judge's style score of a painting blurred, resized")
+    sc.add_argument("painting", help="a bundled painting's name, e.g. starry_night")
     a = p.parse_args(argv)
     if a.cmd == "judge":
         for run in a.runs:
@@ -407,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         compare(a.recipe, a.baseline, a.out, a.every)
     elif a.cmd == "nets":
         nets(a.reference, a.others, a.out)
+    elif a.cmd == "scale":
+        scale(a.painting)
     elif a.cmd == "publish":
         publish(a.run, a.name)
     else:
