@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import reference  # noqa: E402
 from judge import Judge, high_frequency_energy  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
@@ -90,9 +91,14 @@ def painting_path(run: Path) -> Path:
     return Path(image.replace("${paths.data_dir}", str(ROOT / "data")))
 
 
-# the judge's scores that zoo.py keeps: content, style and its four layers, high-frequency ratio
-STYLE_KEYS = ("content", "style", "style_relu1_2", "style_relu2_2", "style_relu3_3",
-              "style_relu4_3", "high_freq_ratio")
+# the judge's scores that zoo.py keeps: content, style and its style by layer, high-frequency ratio
+LAYER_KEYS = tuple(f"style_{layer}" for layer in reference.STYLE_LAYERS)
+STYLE_KEYS = ("content", "style", *LAYER_KEYS, "high_freq_ratio")
+
+
+def by_layer(scores: dict, width: int = 0) -> str:
+    """The style by layer of a judge's (or mean) scores, one number a layer."""
+    return " ".join(f"{scores[k]:{width}.1f}" for k in LAYER_KEYS)
 
 
 def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> dict:
@@ -293,7 +299,7 @@ def nets(reference: Path, others: list[Path], out: Path = RESULTS) -> dict:
         print(f"{name:<16} {r['macs_per_pixel'] / 1e3:6.1f}k MACs/px  {r['minutes']:5.1f} min  "
               f"content {r['content']:6.0f} ({r['content_ratio']:.2f}x)  style {r['style']:6.0f} "
               f"({r['style_ratio']:.2f}x)  hf {r['high_freq_ratio']:.2f}  style by layer "
-              + " ".join(f"{r[f'style_relu{i}']:.1f}" for i in ("1_2", "2_2", "3_3", "4_3")))
+              f"{by_layer(r)}")
     style = run_config(reference)["style"]["name"]
     out.mkdir(parents=True, exist_ok=True)
     models = [(run.name, run / "model.pt") for run in runs]
@@ -319,9 +325,8 @@ def scale(name: str) -> list[dict]:
         s["high_freq_ratio"] = float(high_frequency_energy(image[None])
                                      / high_frequency_energy(painting[None]))
         rows.append({"variant": label, **{k: s[k] for k in STYLE_KEYS if k != "content"}})
-        print(f"{name} {label:<22} style {s['style']:8.1f}  by layer "
-              + " ".join(f"{s[f'style_relu{i}']:7.1f}" for i in ("1_2", "2_2", "3_3", "4_3"))
-              + f"  hf {s['high_freq_ratio']:.2f} (of the painting's)")
+        print(f"{name} {label:<22} style {s['style']:8.1f}  by layer {by_layer(s, 7)}  "
+              f"hf {s['high_freq_ratio']:.2f} (of the painting's)")
     return rows
 
 
