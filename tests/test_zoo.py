@@ -37,9 +37,37 @@ def test_the_zoo_fits_its_size_budget():
     assert total <= TOTAL_MB * 2**20
 
 
+def trained_with_the_recipe(config: dict) -> dict:
+    """What the one CPU recipe fixes for every painting, out of a resolved training config."""
+    loss, model, data = config["loss"], config["model"], config["data"]
+    return {"style_layers": loss["style_layers"], "content_layer": loss["content_layer"],
+            "vgg": {k: v for k, v in loss["vgg"].items() if k != "layers"},
+            "net": model["net"], "optimizer": model["optimizer"], "scheduler": model["scheduler"],
+            "identity_steps": model["identity_steps"],
+            "dataset": {k: v for k, v in data["dataset"].items() if k != "root"},
+            "batch_size": data["batch_size"], "max_steps": config["trainer"]["max_steps"],
+            "content_weight": config["style"]["content_weight"],
+            "tv_weight": config["style"]["tv_weight"]}
+
+
+def recipe(name: str, config: dict, run_dir) -> dict:
+    """The same, from experiment=cpu_zoo as it stands, at the painting's own style weight and
+    size (the two settings the recipe lets differ)."""
+    from omegaconf import OmegaConf
+
+    from stylenet.config import compose_train
+
+    style = config["style"]
+    cfg = compose_train(["experiment=cpu_zoo", f"style={name}",
+                         f"style.style_weight={style['style_weight']}",
+                         f"style.size={style['size']}"], run_dir)
+    return trained_with_the_recipe(OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_a_shipped_model(name):
+def test_a_shipped_model(name, tmp_path):
     path = ZOO / f"{name}.pt"
     assert path.stat().st_size <= MAX_MB * 2**20
     raw = torch.load(path, map_location="cpu", weights_only=True)  # no code can run
@@ -58,6 +86,8 @@ def test_a_shipped_model(name):
     assert config["trainer"]["max_steps"] == record["steps"]
     assert f"style={name}" in record["command"] and "experiment=cpu_zoo" in record["command"]
     assert (ROOT / record["sample"]).is_file()
+    # trained with the recipe as it stands: a change to experiment=cpu_zoo means a retrain
+    assert trained_with_the_recipe(config) == recipe(name, config, tmp_path)
 
     # it stylizes a held-out photo: same size, not the photo, not flat
     photo = zoo_tool.heldout()["chelsea"]
