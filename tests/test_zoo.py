@@ -53,16 +53,14 @@ def trained_with_the_recipe(config: dict) -> dict:
 def recipe(name: str, config: dict, run_dir) -> dict:
     """The same, from experiment=cpu_zoo as it stands, at the painting's own style weight and
     size (the two settings the recipe lets differ)."""
-    from omegaconf import OmegaConf
-
     from stylenet.config import compose_train
+    from train import resolved_config  # what a model file's config is written from
 
     style = config["style"]
     cfg = compose_train(["experiment=cpu_zoo", f"style={name}",
                          f"style.style_weight={style['style_weight']}",
                          f"style.size={style['size']}"], run_dir)
-    return trained_with_the_recipe(OmegaConf.to_container(
-        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True))
+    return trained_with_the_recipe(resolved_config(cfg))
 
 
 @pytest.mark.slow
