@@ -15,10 +15,11 @@ Rows, for each net (the paper's; on the CPU also model=lite) and case (side x si
   Stylizer tile=1024      cases over 2048 px only: tiles with the whole image's statistics
                           (on the CPU these cases time one call a row and skip compile=true)
   ONNX Runtime            the file stylenet.export writes, run with the CUDA provider when it is
-                          installed, else the CPU's (on a GPU run then only for the first case)
+                          installed, else the CPU's (on a GPU run then only for the first case;
+                          on the CPU skipped in a case Stylizer would tile for memory)
 Each row: warm-up (the first call), median seconds per call, images/s, speedup over fp32 eager,
 PSNR against its output (>= 40 dB, else the row fails), peak GPU memory, and what Stylizer
-logged (compiling, tiling).
+logged (compiling, tiling). Each case's rows are printed as it finishes.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def net_rows(s: Sizes, model: Path, device: torch.device,
         # row stops timing before that call (on the CPU it never compiles).
         eager_calls = math.ceil(stylize.COMPILE_AFTER_PIXELS / (batch * size * size))
         default_path = "onnx" if device.type == "cpu" and stylize.has_onnxruntime() else "eager"
+        fits = True  # untiled, by Stylizer's memory estimate
         stylizers = [("Stylizer defaults", {}, max(1, eager_calls - 1), default_path)]
         if not (big and device.type == "cpu"):  # compiling for 4096 px on 2 cores: minutes
             stylizers.append(("Stylizer compile=true",
@@ -180,6 +182,9 @@ def net_rows(s: Sizes, model: Path, device: torch.device,
             try:
                 with LogLines("stylenet") as log:  # stylenet.stylize and stylenet.tiling
                     stylizer = stylize.Stylizer(model, device=device.type, **kwargs)
+                    if not kwargs:  # it tiles, in PyTorch, what its memory estimate says
+                        fits = stylizer.fits_untiled(size, size, batch)  # would not fit
+                        want = want if fits else "eager, tiled"
                     row = measure(stylizer, x, device=device, max_calls=max_calls, **calls)
                     del stylizer
             except Exception as e:  # the other rows' figures still count
@@ -190,7 +195,10 @@ def net_rows(s: Sizes, model: Path, device: torch.device,
             row["path_ok"] = path == want
             case_rows.append(row)
 
-        if session is not None and (onnx_everywhere or i == 0):
+        if session is not None and device.type == "cpu" and not fits:  # would be killed
+            case_rows.append({"name": "ONNX Runtime", "ok": None, "detail": "skipped: untiled "
+                              "over Stylizer's CPU memory estimate (it tiles this case)"})
+        elif session is not None and (onnx_everywhere or i == 0):
             def run_onnx(x: torch.Tensor) -> torch.Tensor:
                 return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
 
@@ -224,19 +232,22 @@ def net_rows(s: Sizes, model: Path, device: torch.device,
                     r["detail"] = (f"PSNR {r['psnr_db']:.1f} dB < {PSNR_DB:.0f} against fp32 "
                                    f"eager, shape {tuple(out.shape)}; {r['detail']}")
         rows += case_rows
+        print(format_table(f"[infer] {Path(model).stem} {case}", case_rows, COLUMNS), flush=True)
         del x, ref
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows, provider
 
 
+COLUMNS = [("case", "case", ""), ("name", "row", ""), ("warmup_s", "warm-up s", ".2f"),
+           ("seconds", "s/call", ".4f"), ("images_per_s", "img/s", ".2f"),
+           ("speedup", "x", ".2f"), ("psnr_db", "PSNR dB", ".1f"),
+           ("peak_gib", "peak GiB", ".2f")]
+
+
 def table(result: dict) -> str:
-    columns = [("case", "case", ""), ("name", "row", ""), ("warmup_s", "warm-up s", ".2f"),
-               ("seconds", "s/call", ".4f"), ("images_per_s", "img/s", ".2f"),
-               ("speedup", "x", ".2f"), ("psnr_db", "PSNR dB", ".1f"),
-               ("peak_gib", "peak GiB", ".2f")]
     nets = "; ".join(f"{n['name']} {n['channels']} x{n['num_residual']} edge {n['edge_kernel']}"
                      for n in result["nets"])
     title = (f"[infer] nets: {nets}; CPU tensors in and out; x and PSNR against the same net's "
              f"fp32 eager")
-    return format_table(title, result["rows"], columns)
+    return format_table(title, result["rows"], COLUMNS)

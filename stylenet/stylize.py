@@ -29,12 +29,29 @@ MIN_TILE = 128  # below this, halving on out-of-memory stops and the error is re
 # earns back, and a single photo never does.
 COMPILE_AFTER_PIXELS = 64 * 2**20
 BACKENDS = ("auto", "torch", "onnx")
+# Peak memory of an untiled pass on the CPU, in float32 copies of its largest activation
+# (tiling.largest_activation), measured at 2048 px: 3.8 (paper net) and 4.8 (model=lite) in
+# PyTorch eager, 5.1 and 5.2 in ONNX Runtime (benchmarks/NOTES.md). tests/test_stylize.py holds
+# both paths to it.
+CPU_PEAK_MAPS = 6
 
 
 def has_onnxruntime() -> bool:
     """Whether the ONNX path can run: the exporter needs onnx, the session onnxruntime (both in
     the `onnx` extra)."""
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def available_memory() -> int:
+    """Bytes the system can give this process without swapping: MemAvailable (free memory plus
+    the page cache it can drop), or the free pages where /proc/meminfo is missing."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -197,15 +214,15 @@ class Stylizer:
             y = net(x)
         return y.float().clamp(0, 1).cpu()
 
-    def _fits(self, h: int, w: int, batch: int = 1) -> bool:
-        """Whether an untiled pass should fit: about four float32 maps of the first conv's
-        width at full resolution are alive at once, against half of the free memory."""
-        need = 4 * 4 * self.net.channels[0] * h * w * batch
+    def fits_untiled(self, h: int, w: int, batch: int = 1) -> bool:
+        """Whether an untiled pass should fit. CUDA: about four float32 maps of the first conv's
+        width at full resolution, against half of the free memory. CPU: CPU_PEAK_MAPS float32
+        copies of the largest activation, against three quarters of the available memory."""
         if self.device.type == "cuda":
-            free = torch.cuda.mem_get_info(self.device)[0]
-        else:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return need < free / 2
+            need = 4 * 4 * self.net.channels[0] * h * w * batch
+            return need < torch.cuda.mem_get_info(self.device)[0] / 2
+        need = CPU_PEAK_MAPS * 4 * largest_activation(self.net, h, w) * batch
+        return need < available_memory() * 3 / 4
 
     def _stylize(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> stylized; tiles when asked, when it would not fit, or on OOM."""
@@ -219,7 +236,7 @@ class Stylizer:
         elif tile is None and b * largest > INDEX_LIMIT:  # each image fits, the batch not
             per = INDEX_LIMIT // largest
             return torch.cat([self._stylize(x[i : i + per]) for i in range(0, b, per)])
-        if tile is None and not self._fits(h, w, b):
+        if tile is None and not self.fits_untiled(h, w, b):
             tile = DEFAULT_TILE
             log.info("%dx%d does not fit in %s memory untiled: tiling at %d px", w, h,
                      self.device, tile)

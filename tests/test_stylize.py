@@ -1,4 +1,8 @@
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +211,50 @@ def test_compile_auto_stays_off_on_the_cpu(model_file, monkeypatch):
     for _ in range(2):
         stylizer(smooth_image(20, 20))
     assert stylizer._compiled is None
+
+
+PEAK_SCRIPT = """
+import resource, sys, torch
+from models import save_tiny_model
+from stylenet.stylize import Stylizer, CPU_PEAK_MAPS
+from stylenet.tiling import largest_activation
+channels, kernel, side, backend = eval(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+model = save_tiny_model(sys.argv[5], channels=channels, num_residual=5, edge_kernel=kernel)
+stylizer = Stylizer(model, device="cpu", backend=backend)
+stylizer(torch.rand(3, 32, 32))  # loads the net, exports and opens the ONNX Runtime session
+torch.manual_seed(0)
+x = torch.nn.functional.avg_pool2d(torch.rand(1, 3, side, side), 5, 1, 2)[0]
+with open("/proc/self/statm") as f:
+    now = int(f.read().split()[1]) * resource.getpagesize()
+stylizer(x)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(peak - now, CPU_PEAK_MAPS * 4 * largest_activation(stylizer.net, side, side))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("channels,kernel", [((32, 64, 128), 9), ((4, 8, 32), 5)],
+                         ids=["paper", "lite"])
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_the_cpu_memory_estimate_covers_an_untiled_pass(channels, kernel, backend, tmp_path):
+    """Stylizer tiles a photo on the CPU when CPU_PEAK_MAPS copies of its largest activation
+    would not fit: the real peak of an untiled pass, in a fresh process, must stay under that
+    estimate and be at least a third of it (an estimate far above it would tile needlessly)."""
+    side = 768 if channels[0] == 32 else 1536
+    tests = Path(__file__).parent
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, repr(channels), str(kernel), str(side), backend,
+                          str(tmp_path / "model.pt")], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": f"{tests}:{tests.parent}"}, check=True)
+    extra, estimate = map(int, out.stdout.split()[-2:])
+    assert estimate / 3 < extra < estimate, (extra, estimate)
+
+
+def test_a_photo_over_the_cpu_memory_is_tiled_with_the_same_output(model_file, caplog,
+                                                                   monkeypatch):
+    x = smooth_image(160, 160)
+    untiled = Stylizer(model_file, device="cpu", overlap=48)(x)
+    monkeypatch.setattr(stylenet.stylize, "available_memory", lambda: 200_000)
+    with caplog.at_level(logging.INFO):
+        out = Stylizer(model_file, device="cpu", overlap=48)(x)
+    assert "does not fit in cpu memory untiled: tiling" in caplog.text
+    assert psnr(out, untiled) >= 40
