@@ -86,6 +86,11 @@ def run_config(run: Path) -> dict:
     return yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
 
 
+def bundled_painting(name: str, max_side: int | None = JUDGE_SIZE) -> torch.Tensor:
+    """A bundled style's painting, data/styles/<name>.jpg, its long side max_side (None: as is)."""
+    return load_tensor(ROOT / "data" / "styles" / f"{name}.jpg", max_side=max_side)
+
+
 def painting_path(run: Path) -> Path:
     image = run_config(run)["style"]["image"]
     return Path(image.replace("${paths.data_dir}", str(ROOT / "data")))
@@ -312,12 +317,11 @@ def nets(reference: Path, others: list[Path], out: Path = RESULTS) -> dict:
 def scale(name: str) -> list[dict]:
     """The judge's sense of scale: the painting against itself blurred, at other sizes and as
     one flat colour, scored like a stylized photo (style by layer, high-frequency ratio)."""
-    painting = load_tensor(ROOT / "data" / "styles" / f"{name}.jpg", max_side=JUDGE_SIZE)
+    painting = bundled_painting(name)
     judge = Judge(None, painting)
     variants = {f"blurred, sigma {s} px": TF.gaussian_blur(painting, [9, 9], [s, s])
                 for s in (0.7, 1.0, 1.5, 2.5)}
-    variants |= {f"at {side} px": load_tensor(ROOT / "data" / "styles" / f"{name}.jpg",
-                                              max_side=side) for side in (256, 384, 768, 1024)}
+    variants |= {f"at {side} px": bundled_painting(name, side) for side in (256, 384, 768, 1024)}
     variants["its mean colour"] = painting.mean((1, 2), keepdim=True).expand_as(painting)
     rows = []
     for label, image in variants.items():
@@ -342,9 +346,7 @@ def record_of(name: str, model: Path) -> dict:
     """What the zoo table says of a shipped model, measured on the shipped (fp16) file."""
     _, meta = load_model(model)
     config = yaml.safe_load(meta["config"])
-    judge = Judge(None, load_tensor(ROOT / "data" / "styles" / f"{name}.jpg",
-                                    max_side=JUDGE_SIZE))
-    judged = score(model, judge, heldout())
+    judged = score(model, Judge(None, bundled_painting(name)), heldout())
     return {
         "held_out": {"content": judged["content"], "style": judged["style"],
                      "high_freq_ratio": judged["high_freq_ratio"],
@@ -397,7 +399,7 @@ def readme_picture(out: Path = ROOT / "docs" / "zoo.jpg") -> Path:
     size = photo.shape[-1] // 2
     top, bottom = [torch.ones(3, size, size)], [TF.resize(photo, [size, size], antialias=True)]
     for name in records:
-        painting = load_tensor(ROOT / "data" / "styles" / f"{name}.jpg")
+        painting = bundled_painting(name, None)
         top.append(TF.center_crop(TF.resize(painting, size, antialias=True), [size, size]))
         out_img = Stylizer(ZOO / f"{name}.pt", device="cpu", precision="fp32")(photo)
         bottom.append(TF.resize(out_img, [size, size], antialias=True))
