@@ -214,14 +214,20 @@ class Stylizer:
             y = net(x)
         return y.float().clamp(0, 1).cpu()
 
-    def fits_untiled(self, h: int, w: int, batch: int = 1) -> bool:
-        """Whether an untiled pass should fit. CUDA: about four float32 maps of the first conv's
-        width at full resolution, against half of the free memory. CPU: CPU_PEAK_MAPS float32
-        copies of the largest activation, against three quarters of the available memory."""
+    def untiled_bytes(self, h: int, w: int, batch: int = 1) -> int:
+        """Estimated peak memory of an untiled pass. CUDA: about four float32 maps of the first
+        conv's width at full resolution. CPU: CPU_PEAK_MAPS float32 copies of the largest
+        activation."""
         if self.device.type == "cuda":
-            need = 4 * 4 * self.net.channels[0] * h * w * batch
+            return 4 * 4 * self.net.channels[0] * h * w * batch
+        return CPU_PEAK_MAPS * 4 * largest_activation(self.net, h, w) * batch
+
+    def fits_untiled(self, h: int, w: int, batch: int = 1) -> bool:
+        """Whether an untiled pass should fit: its estimate against half of the free memory on
+        CUDA, three quarters of the available memory on the CPU."""
+        need = self.untiled_bytes(h, w, batch)
+        if self.device.type == "cuda":
             return need < torch.cuda.mem_get_info(self.device)[0] / 2
-        need = CPU_PEAK_MAPS * 4 * largest_activation(self.net, h, w) * batch
         return need < available_memory() * 3 / 4
 
     def _stylize(self, x: torch.Tensor) -> torch.Tensor:

@@ -216,8 +216,7 @@ def test_compile_auto_stays_off_on_the_cpu(model_file, monkeypatch):
 PEAK_SCRIPT = """
 import sys, threading, time, torch
 from models import save_tiny_model
-from stylenet.stylize import Stylizer, CPU_PEAK_MAPS
-from stylenet.tiling import largest_activation
+from stylenet.stylize import Stylizer
 channels, kernel, side = eval(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 model = save_tiny_model(sys.argv[5], channels=channels, num_residual=5, edge_kernel=kernel)
 stylizer = Stylizer(model, device="cpu", backend=sys.argv[4])
@@ -241,7 +240,7 @@ watcher.start()
 stylizer(x)
 done.set()
 watcher.join()
-print(peak[0] - now, CPU_PEAK_MAPS * 4 * largest_activation(stylizer.net, side, side))
+print(peak[0] - now, stylizer.untiled_bytes(side, side))
 """
 
 
@@ -250,8 +249,8 @@ print(peak[0] - now, CPU_PEAK_MAPS * 4 * largest_activation(stylizer.net, side, 
                          ids=["paper", "lite"])
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_the_cpu_memory_estimate_covers_an_untiled_pass(channels, kernel, backend, tmp_path):
-    """Stylizer tiles a photo on the CPU when CPU_PEAK_MAPS copies of its largest activation
-    would not fit: the real peak of an untiled pass, in a fresh process, must stay under that
+    """Stylizer tiles a photo on the CPU when its untiled_bytes estimate would not fit: the
+    real peak of an untiled pass, in a fresh process, must stay under that
     estimate and be at least a third of it (an estimate far above it would tile needlessly)."""
     side = 768 if channels[0] == 32 else 1536
     tests = Path(__file__).parent
