@@ -72,6 +72,7 @@ class PerceptualLoss(nn.Module):
         tv_weight: float = 0.0,
         feature_scale: float = 1.0,
         gram_normalize: str = "chw",
+        style_scales: list[float] | tuple[float, ...] = (1.0,),
     ):
         super().__init__()
         if style_layers is not None and not isinstance(style_layers, Mapping):
@@ -114,8 +115,33 @@ class PerceptualLoss(nn.Module):
         # scale (Caffe weights take 0..255 input) to the scale the loss weights were tuned for.
         self.feature_scale = feature_scale
         self.gram_normalize = gram_normalize
-        for name in style_layers:
-            self.register_buffer(f"target_{name}", torch.empty(0))
+        scales = [float(s) for s in style_scales]
+        if not scales or scales[0] != 1.0 or any(not 0 < s < 1 for s in scales[1:]):
+            raise ValueError(
+                f"loss.style_scales={list(style_scales)}: start with 1.0, then the smaller "
+                "scales in (0, 1) at which the output and the painting are also compared, "
+                "e.g. [1.0, 0.5]"
+            )
+        self.style_scales = scales
+        # The deepest tap any term reads: the loss network stops there.
+        order = layer_names(vgg.arch)
+        self.deepest = max([content_layer, *style_layers], key=order.index)
+        self.deepest_style = max(style_layers, key=order.index) if style_layers else None
+        for i in range(len(scales)):
+            for name in style_layers:
+                self.register_buffer(self._target_key(name, i), torch.empty(0))
+
+    @staticmethod
+    def _target_key(name: str, scale_index: int) -> str:
+        # Scale 1 keeps its plain name (`target_relu1_2`), as saved before there were scales.
+        return f"target_{name}" if scale_index == 0 else f"target_{name}_scale{scale_index}"
+
+    def _downscaled(self, image: torch.Tensor, scale: float) -> torch.Tensor:
+        """The image at `scale` of its size, antialiased (a smaller copy, not a subsampling)."""
+        if scale == 1.0:
+            return image
+        return F.interpolate(image, scale_factor=scale, mode="bilinear", antialias=True,
+                             align_corners=False, recompute_scale_factor=False)
 
     def features(self, image: torch.Tensor, upto: str | None = None) -> dict[str, torch.Tensor]:
         feats = self.vgg(image, upto)
@@ -126,12 +152,27 @@ class PerceptualLoss(nn.Module):
     @torch.no_grad()
     def set_style(self, style: torch.Tensor) -> None:
         """style: (1, 3, H, W) RGB in 0..1."""
-        feats = self.features(style)
-        for name in self.style_layers:
-            setattr(self, f"target_{name}", gram_matrix(feats[name], self.gram_normalize))
+        for i, scale in enumerate(self.style_scales):
+            feats = self.features(self._downscaled(style, scale), upto=self.deepest_style)
+            for name in self.style_layers:
+                setattr(self, self._target_key(name, i),
+                        gram_matrix(feats[name], self.gram_normalize))
 
-    def style_targets(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, f"target_{name}") for name in self.style_layers}
+    def style_targets(self, scale_index: int = 0) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, self._target_key(name, scale_index))
+                for name in self.style_layers}
+
+    def style_term(self, output: torch.Tensor, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The unweighted style loss of `output` (whose features at scale 1 are `feats`): the
+        Gram loss at each of style_scales, summed. At 0.5 a periodic texture finer than the
+        painting's strokes, which can match the Gram matrices at scale 1 alone, costs again."""
+        total = 0.0
+        for i, scale in enumerate(self.style_scales):
+            if i:
+                feats = self.features(self._downscaled(output, scale), upto=self.deepest_style)
+            grams = {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
+            total = total + style_loss(grams, self.style_targets(i), self.style_layers)
+        return total
 
     def forward(
         self,
@@ -145,12 +186,11 @@ class PerceptualLoss(nn.Module):
             # (relu2_2 is a third of VGG16's work up to relu4_3).
             with torch.no_grad():
                 content = self.features(content, upto=self.content_layer)
-        feats = self.features(output)
-        grams = {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
+        feats = self.features(output, upto=self.deepest)
         terms = {
             "content": self.content_weight
             * content_loss(feats[self.content_layer], content[self.content_layer]),
-            "style": self.style_weight * style_loss(grams, self.style_targets(), self.style_layers),
+            "style": self.style_weight * self.style_term(output, feats),
         }
         terms["tv"] = self.tv_weight * total_variation(output.float())
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]

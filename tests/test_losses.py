@@ -92,3 +92,50 @@ def test_the_photos_features_stop_at_the_content_layer():
     assert ran == [64, 64, 128, 128] + [64, 64, 128, 128, 256, 256, 256, 512, 512, 512]
     full = loss(out, {k: v for k, v in loss.features(photo).items()})
     torch.testing.assert_close(short["total"], full["total"])
+
+
+def test_the_outputs_pass_stops_at_the_deepest_layer_a_term_reads():
+    """Style on relu1_2 and relu2_2 only: the output's VGG pass runs 4 convs, not 10."""
+    vgg = VGGFeatures(["relu1_2", "relu2_2", "relu3_3", "relu4_3"], weights="random")
+    loss = PerceptualLoss(vgg, style_layers={"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 0.0,
+                                             "relu4_3": 0.0})
+    loss.set_style(torch.rand(1, 3, 32, 32))
+    ran = []
+    hooks = [m.register_forward_hook(lambda m, i, o: ran.append(o.shape[1]))
+             for m in vgg.features if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        loss(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert ran == [64, 64, 128, 128] * 2  # the photo's pass, then the output's
+
+
+def test_a_second_style_scale_adds_the_loss_of_the_half_size_images():
+    """style_scales=[1, 0.5]: the style term is the scale-1 loss plus the loss of the output at
+    half size against the painting at half size (both antialiased), each computed here by a
+    one-scale loss on images resized by hand."""
+    torch.manual_seed(0)
+    vgg = VGGFeatures(["relu1_2", "relu2_2"], weights="random")
+    layers = {"relu1_2": 1.0, "relu2_2": 3.0}
+    two = PerceptualLoss(vgg, style_layers=layers, style_weight=1.0, style_scales=[1.0, 0.5])
+    one = PerceptualLoss(vgg, style_layers=layers, style_weight=1.0)
+    painting, out, photo = torch.rand(1, 3, 48, 40), torch.rand(2, 3, 32, 32), torch.rand(2, 3,
+                                                                                          32, 32)
+
+    def half(x):
+        return torch.nn.functional.interpolate(x, size=(x.shape[2] // 2, x.shape[3] // 2),
+                                               mode="bilinear", antialias=True)
+
+    two.set_style(painting)
+    one.set_style(painting)
+    full = one(out, photo)["style"]
+    one.set_style(half(painting))
+    halved = one(half(out), half(photo))["style"]
+    torch.testing.assert_close(two(out, photo)["style"], full + halved)
+    assert set(two.state_dict()) >= {"target_relu1_2", "target_relu2_2_scale1"}
+
+
+@pytest.mark.parametrize("scales", [[0.5], [1.0, 1.5], [1.0, 0.0], []])
+def test_style_scales_must_start_at_one_then_shrink(scales):
+    with pytest.raises(ValueError, match=r"loss.style_scales=.*start with 1.0"):
+        make_loss(style_scales=scales)

@@ -41,6 +41,7 @@ def trained_with_the_recipe(config: dict) -> dict:
     """What the one CPU recipe fixes for every painting, out of a resolved training config."""
     loss, model, data = config["loss"], config["model"], config["data"]
     return {"style_layers": loss["style_layers"], "content_layer": loss["content_layer"],
+            "style_scales": loss.get("style_scales", [1.0]),  # files from before there were any
             "vgg": {k: v for k, v in loss["vgg"].items() if k != "layers"},
             "net": model["net"], "optimizer": model["optimizer"], "scheduler": model["scheduler"],
             "identity_steps": model["identity_steps"],
@@ -130,3 +131,18 @@ def test_the_zoo_table_is_written_from_the_records():
         assert zoo.table() in readme
         for name in NAMES:
             assert f"| `{name}` |" in readme
+
+
+def test_the_colour_control_takes_the_paintings_mean_and_covariance():
+    """zoo.py controls: the photo recoloured to the painting's palette. Away from the 0..1 clamp,
+    its RGB mean and covariance are the painting's, and its structure is the photo's."""
+    torch.manual_seed(0)
+    photo = 0.5 + 0.1 * torch.randn(3, 40, 30)
+    mix = torch.tensor([[1.0, 0.3, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.6]])
+    painting = 0.4 + 0.1 * (mix @ torch.randn(3, 50 * 20)).reshape(3, 50, 20)
+    out = zoo_tool.recoloured(photo, painting)
+    flat, target = out.reshape(3, -1), painting.reshape(3, -1)
+    torch.testing.assert_close(flat.mean(1), target.mean(1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cov(flat), torch.cov(target), atol=1e-4, rtol=1e-3)
+    # a linear map per pixel: the photo's pattern survives
+    assert torch.corrcoef(torch.stack([out[0].flatten(), photo[0].flatten()]))[0, 1].abs() > 0.5
