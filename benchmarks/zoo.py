@@ -334,6 +334,35 @@ def scale(name: str) -> list[dict]:
     return rows
 
 
+def recoloured(photo: torch.Tensor, painting: torch.Tensor) -> torch.Tensor:
+    """The photo with the painting's colour distribution: its RGB mean and 3x3 covariance mapped
+    onto the painting's (a linear colour transfer; no brushwork, no network)."""
+    x, p = photo.reshape(3, -1).double(), painting.reshape(3, -1).double()
+
+    def power(cov: torch.Tensor, exponent: float) -> torch.Tensor:
+        e, v = torch.linalg.eigh(cov + 1e-6 * torch.eye(3, dtype=cov.dtype))
+        return v @ torch.diag(e.clamp_min(1e-9) ** exponent) @ v.T
+
+    mx, mp = x.mean(1, keepdim=True), p.mean(1, keepdim=True)
+    y = power(torch.cov(p), 0.5) @ power(torch.cov(x), -0.5) @ (x - mx) + mp
+    return y.reshape(photo.shape).clamp(0, 1).to(photo.dtype)
+
+
+def controls(name: str) -> dict:
+    """How far the judge's style moves with no brushwork at all: the held-out photos unchanged,
+    and recoloured to the painting's palette, scored against the painting (means over photos)."""
+    painting, photos = bundled_painting(name), heldout()
+    judge = Judge(None, painting)
+    rows = {}
+    for label, make in [("the photos", lambda x: x),
+                        ("recoloured", lambda x: recoloured(x, painting))]:
+        scores = [judge(x, make(x)) for x in photos.values()]
+        rows[label] = r = {k: statistics.fmean(s[k] for s in scores) for k in scores[0]}
+        print(f"{name} {label:<11} content {r['content']:6.0f}  style {r['style']:8.0f}  hf "
+              f"{r['high_freq_ratio']:.2f}  style by layer {by_layer(r, 7)}")
+    return rows
+
+
 # -- publishing ----------------------------------------------------------------------------------
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -429,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("readme", help="docs/zoo.jpg from the shipped models")
     sc = sub.add_parser("scale", help="the judge's style score of a painting blurred, resized")
     sc.add_argument("painting", help="a bundled painting's name, e.g. starry_night")
+    ct = sub.add_parser("controls", help="the judge's scores of the held-out photos unchanged "
+                        "and recoloured to the painting's palette (no network)")
+    ct.add_argument("paintings", nargs="+", help="bundled paintings' names")
     a = p.parse_args(argv)
     if a.cmd == "judge":
         for run in a.runs:
@@ -441,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         nets(a.reference, a.others, a.out)
     elif a.cmd == "scale":
         scale(a.painting)
+    elif a.cmd == "controls":
+        for name in a.paintings:
+            controls(name)
     elif a.cmd == "publish":
         publish(a.run, a.name)
     else:
