@@ -164,8 +164,7 @@ class PerceptualLoss(nn.Module):
 
     def style_term(self, output: torch.Tensor, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """The unweighted style loss of `output` (whose features at scale 1 are `feats`): the
-        Gram loss at each of style_scales, summed. At 0.5 a periodic texture finer than the
-        painting's strokes, which can match the Gram matrices at scale 1 alone, costs again."""
+        Gram loss at each of style_scales (the output and the painting resized alike), summed."""
         total = 0.0
         for i, scale in enumerate(self.style_scales):
             if i:
