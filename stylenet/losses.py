@@ -153,10 +153,8 @@ class PerceptualLoss(nn.Module):
     def set_style(self, style: torch.Tensor) -> None:
         """style: (1, 3, H, W) RGB in 0..1."""
         for i, scale in enumerate(self.style_scales):
-            feats = self.features(self._downscaled(style, scale), upto=self.deepest_style)
-            for name in self.style_layers:
-                setattr(self, self._target_key(name, i),
-                        gram_matrix(feats[name], self.gram_normalize))
+            for name, gram in self._grams(style, scale).items():
+                setattr(self, self._target_key(name, i), gram)
 
     def style_targets(self, scale_index: int = 0) -> dict[str, torch.Tensor]:
         return {name: getattr(self, self._target_key(name, scale_index))
@@ -167,11 +165,17 @@ class PerceptualLoss(nn.Module):
         Gram loss at each of style_scales (the output and the painting resized alike), summed."""
         total = 0.0
         for i, scale in enumerate(self.style_scales):
-            if i:
-                feats = self.features(self._downscaled(output, scale), upto=self.deepest_style)
-            grams = {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
+            grams = self._grams(output, scale, feats if i == 0 else None)
             total = total + style_loss(grams, self.style_targets(i), self.style_layers)
         return total
+
+    def _grams(self, image: torch.Tensor, scale: float,
+               feats: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The style layers' Gram matrices of `image` at `scale` of its size (from `feats`, its
+        features at that size, when they are already computed)."""
+        if feats is None:
+            feats = self.features(self._downscaled(image, scale), upto=self.deepest_style)
+        return {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
 
     def forward(
         self,
