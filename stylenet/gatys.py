@@ -213,12 +213,12 @@ class RunLog:
 
 # total is drawn first, wide and grey, so that the style line it usually hugs stays visible.
 CURVE_COLOURS = {"total": (160, 160, 160), "content": (31, 119, 180), "style": (214, 39, 40),
-                 "tv": (44, 160, 44)}
+                 "tv": (44, 160, 44), "color": (148, 103, 189)}
 
 
 def loss_curve(history: list[dict[str, float]], size: tuple[int, int] = (640, 400)) -> Image.Image:
     """The loss terms against the step, log10 scale, as a PIL image (matplotlib is not a
-    dependency). Terms that are zero throughout (tv by default) are left out."""
+    dependency). Terms that are zero throughout (tv, color by default) are left out."""
     width, height = size
     left, right, top, bottom = 70, 20, 20, 40
     names = [n for n in CURVE_COLOURS if any(h.get(n, 0) > 0 for h in history)]

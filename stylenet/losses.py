@@ -48,6 +48,35 @@ def style_loss(
     return total
 
 
+def color_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) -> the RGB mean (B, 3) and covariance (B, 3, 3) of each image's pixels, fp32."""
+    with torch.autocast(image.device.type, enabled=False):
+        f = image.float().flatten(2)  # (B, 3, H*W)
+        mean = f.mean(2)
+        d = f - mean.unsqueeze(2)
+        return mean, torch.bmm(d, d.transpose(1, 2)) / f.shape[2]
+
+
+def color_distance(image: torch.Tensor, mean: torch.Tensor, cov_sqrt: torch.Tensor) -> torch.Tensor:
+    """Squared Wasserstein-2 distance between each image's colours and a target's, both taken as
+    Gaussians (mean, covariance), averaged over the batch: |m1 - m2|^2 + tr(C1 + C2 -
+    2 (C2^1/2 C1 C2^1/2)^1/2). cov_sqrt is the target's C2^1/2. Zero exactly when the image has
+    the target's palette: the mean and covariance a linear colour transfer would give it."""
+    m1, c1 = color_stats(image)
+    cross = cov_sqrt @ c1 @ cov_sqrt  # (B, 3, 3), symmetric positive semi-definite
+    # tr of a PSD matrix's square root = sum of its eigenvalues' roots (clamped: the root's slope
+    # is infinite at 0, and rounding can make an eigenvalue slightly negative).
+    root_trace = torch.linalg.eigvalsh(cross).clamp_min(1e-12).sqrt().sum(1)
+    cov_term = c1.diagonal(dim1=1, dim2=2).sum(1) + (cov_sqrt @ cov_sqrt).trace() - 2 * root_trace
+    return (((m1 - mean) ** 2).sum(1) + cov_term).mean()
+
+
+def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """The square root of a symmetric positive semi-definite matrix."""
+    values, vectors = torch.linalg.eigh(matrix)
+    return vectors @ torch.diag_embed(values.clamp_min(0).sqrt()) @ vectors.transpose(-1, -2)
+
+
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels (anisotropic TV)."""
     dh = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
@@ -73,6 +102,7 @@ class PerceptualLoss(nn.Module):
         feature_scale: float = 1.0,
         gram_normalize: str = "chw",
         style_scales: list[float] | tuple[float, ...] = (1.0,),
+        color_weight: float = 0.0,
     ):
         super().__init__()
         if style_layers is not None and not isinstance(style_layers, Mapping):
@@ -87,7 +117,7 @@ class PerceptualLoss(nn.Module):
             style_layers or {n: 1.0 for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")}
         )
         for name, value in [("content_weight", content_weight), ("style_weight", style_weight),
-                            ("tv_weight", tv_weight)]:
+                            ("tv_weight", tv_weight), ("color_weight", color_weight)]:
             if value < 0:
                 raise ValueError(f"{name}={value:g} is negative (style.{name}, or loss.{name} in "
                                  "optimize.py): loss weights must be >= 0")
@@ -115,6 +145,10 @@ class PerceptualLoss(nn.Module):
         # scale (Caffe weights take 0..255 input) to the scale the loss weights were tuned for.
         self.feature_scale = feature_scale
         self.gram_normalize = gram_normalize
+        # The painting's palette as a Gaussian over RGB, for the colour term (color_weight > 0).
+        self.color_weight = color_weight
+        self.register_buffer("target_color_mean", torch.zeros(3), persistent=False)
+        self.register_buffer("target_color_cov_sqrt", torch.zeros(3, 3), persistent=False)
         scales = [float(s) for s in style_scales]
         if not scales or scales[0] != 1.0 or any(not 0 < s < 1 for s in scales[1:]):
             raise ValueError(
@@ -152,6 +186,8 @@ class PerceptualLoss(nn.Module):
     @torch.no_grad()
     def set_style(self, style: torch.Tensor) -> None:
         """style: (1, 3, H, W) RGB in 0..1."""
+        mean, cov = color_stats(style)
+        self.target_color_mean, self.target_color_cov_sqrt = mean[0], psd_sqrt(cov[0])
         for i, scale in enumerate(self.style_scales):
             for name, gram in self._grams(style, scale).items():
                 setattr(self, self._target_key(name, i), gram)
@@ -196,5 +232,8 @@ class PerceptualLoss(nn.Module):
             "style": self.style_weight * self.style_term(output, feats),
         }
         terms["tv"] = self.tv_weight * total_variation(output.float())
-        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        if self.color_weight:
+            terms["color"] = self.color_weight * color_distance(
+                output, self.target_color_mean, self.target_color_cov_sqrt)
+        terms["total"] = sum(terms.values())
         return terms

@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from stylenet.losses import PerceptualLoss, content_loss, gram_matrix, style_loss, total_variation
+from stylenet.losses import (
+    PerceptualLoss,
+    color_distance,
+    color_stats,
+    content_loss,
+    gram_matrix,
+    psd_sqrt,
+    style_loss,
+    total_variation,
+)
 from stylenet.vgg import VGGFeatures
 
 
@@ -139,3 +148,55 @@ def test_a_second_style_scale_adds_the_loss_of_the_half_size_images():
 def test_style_scales_must_start_at_one_then_shrink(scales):
     with pytest.raises(ValueError, match=r"loss.style_scales=.*start with 1.0"):
         make_loss(style_scales=scales)
+
+
+def test_color_distance_is_the_gaussian_wasserstein_distance():
+    """Against the closed form computed with scipy's matrix square root: |m1 - m2|^2 +
+    tr(C1 + C2 - 2 (C2^1/2 C1 C2^1/2)^1/2), and |m1 - m2|^2 + tr(C2) for a flat image."""
+    linalg = pytest.importorskip("scipy.linalg")
+    torch.manual_seed(0)
+    mix = torch.tensor([[1.0, 0.3, 0.0], [0.2, 0.8, 0.1], [0.0, 0.5, 0.6]])
+    image = torch.einsum("ij,bjhw->bihw", mix, torch.rand(2, 3, 16, 12))
+    target = torch.rand(1, 3, 20, 20) ** 2
+    m2, c2 = color_stats(target)
+    root = psd_sqrt(c2[0])
+    torch.testing.assert_close(root @ root, c2[0], atol=1e-6, rtol=1e-5)
+    expected = []
+    for one in image:
+        f = one.reshape(3, -1).double().numpy()
+        c1 = (f - f.mean(1, keepdims=True)) @ (f - f.mean(1, keepdims=True)).T / f.shape[1]
+        r2 = linalg.sqrtm(c2[0].double().numpy()).real
+        cross = linalg.sqrtm(r2 @ c1 @ r2).real
+        dm = f.mean(1) - m2[0].double().numpy()
+        expected.append(dm @ dm + (c1 + c2[0].double().numpy() - 2 * cross).trace())
+    got = color_distance(image, m2[0], root)
+    assert got.item() == pytest.approx(sum(expected) / 2, rel=1e-4)
+    flat = torch.full((1, 3, 8, 8), 0.5)
+    assert color_distance(flat, m2[0], root).item() == pytest.approx(
+        ((0.5 - m2[0]) ** 2).sum().item() + c2[0].trace().item(), abs=2e-5)  # the root's clamp
+
+
+def test_the_colour_term_compares_the_output_with_the_paintings_palette():
+    loss = make_loss(color_weight=10.0)
+    painting = torch.rand(1, 3, 40, 32)
+    loss.set_style(painting)
+    photo = torch.rand(2, 3, 32, 32)
+    # A linear colour transfer to the painting's mean and covariance zeroes the term.
+    m1, c1 = color_stats(photo)
+    m2, c2 = color_stats(painting)
+    to_painting = psd_sqrt(c2[0]) @ torch.linalg.inv(psd_sqrt(c1[0]))
+    recoloured = (torch.einsum("ij,jhw->ihw", to_painting, photo[0] - m1[0].view(3, 1, 1))
+                  + m2[0].view(3, 1, 1))[None]
+    assert loss(recoloured, photo[:1])["color"].item() == pytest.approx(0.0, abs=1e-5)
+    out = torch.full((2, 3, 32, 32), 0.5, requires_grad=True)  # flat: a zero covariance
+    terms = loss(out, photo)
+    assert terms["color"].item() > 0
+    torch.testing.assert_close(terms["total"], terms["content"] + terms["style"] + terms["tv"]
+                               + terms["color"])
+    terms["total"].backward()
+    assert torch.isfinite(out.grad).all() and out.grad.abs().sum() > 0
+    plain = make_loss()
+    plain.set_style(painting)
+    assert "color" not in plain(photo, photo)  # off by default, as in the paper
+    with pytest.raises(ValueError, match="color_weight"):
+        make_loss(color_weight=-1.0)

@@ -265,3 +265,6 @@ def test_loss_curve_draws_each_term():
     colours = {c for _, c in img.getcolors(maxcolors=1 << 16)}
     assert {(214, 39, 40), (31, 119, 180), (160, 160, 160)} <= colours  # style, content, total
     assert (44, 160, 44) not in colours  # tv is zero throughout: left out
+    for h in history:
+        h["color"] = 0.5
+    assert (148, 103, 189) in {c for _, c in loss_curve(history).getcolors(maxcolors=1 << 16)}
