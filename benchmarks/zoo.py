@@ -169,8 +169,7 @@ def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
         ckpt = ckpts[step]
         s = score(ckpt, judge, photos)
         points.append({"step": step, "seconds": seconds_at(clock, step),
-                       "content": s["content"], "style": s["style"],
-                       "high_freq_ratio": s["high_freq_ratio"], "file": ckpt.name})
+                       **{k: s[k] for k in STYLE_KEYS}, "file": ckpt.name})
         print(f"{run.name} step {step:>5} {points[-1]['seconds']:>7.0f} s  content "
               f"{s['content']:>8.0f}  style {s['style']:>9.0f}  hf {s['high_freq_ratio']:.2f}",
               flush=True)
@@ -466,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         for run in a.runs:
             report = judge_run(run, a.every)
             RESULTS.mkdir(parents=True, exist_ok=True)
-            (RESULTS / f"zoo_judge_{run.name}.json").write_text(json.dumps(report, indent=1))
+            path = RESULTS / f"zoo_judge_{report['style']}_{run.name}.json"
+            path.write_text(json.dumps(report, indent=1))
     elif a.cmd == "compare":
         compare(a.recipe, a.baseline, a.out, a.every)
     elif a.cmd == "nets":
