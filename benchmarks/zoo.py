@@ -1,7 +1,8 @@
 """The model zoo's measurements: judge training runs on the held-out photos, draw their curves
 against wall time, and publish a finished run as a shipped model with its record.
 
-    python benchmarks/zoo.py judge logs/zoo/runs/starry_night/<date>        # every checkpoint
+    python benchmarks/zoo.py judge logs/zoo/runs/starry_night/<date>        # every checkpoint,
+                                               # to results/zoo_judge_<painting>_<run>.json
     python benchmarks/zoo.py compare RECIPE_RUN BASELINE_RUN                 # curves + images
     python benchmarks/zoo.py nets PAPER_RUN LITE_RUN...                      # nets, one recipe
     python benchmarks/zoo.py publish logs/zoo/runs/starry_night/<date>       # ship it
@@ -102,8 +103,9 @@ STYLE_KEYS = ("content", "style", *LAYER_KEYS, "high_freq_ratio")
 
 
 def by_layer(scores: dict, width: int = 0) -> str:
-    """The style by layer of a judge's (or mean) scores, one number a layer."""
-    return " ".join(f"{scores[k]:{width}.1f}" for k in LAYER_KEYS)
+    """The style by layer of a judge's (or mean) scores, one number a layer (4 significant
+    digits: relu4_3's is ~1e-3 in the photos' own distance)."""
+    return " ".join(f"{scores[k]:{width}.4g}" for k in LAYER_KEYS)
 
 
 def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> dict:
