@@ -13,6 +13,7 @@ import pytest
 import torch
 from badfiles import write_good
 from conftest import ROOT, compose_train
+from pace import reached
 from pytorch_lightning import Callback
 
 from train import train
@@ -135,39 +136,45 @@ def test_kill_9_at_random_moments_and_resume_each_time(tmp_path):
 
     run_dir = tmp_path / "run"
     ckpts = run_dir / "checkpoints"
+    progress = tmp_path / "progress"
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}",
            f"callbacks.model_checkpoint.every_n_train_steps={every}"]
+    # the killed runs pace themselves (0.2 s a step) and report their step, so the kill lands
+    # where it was aimed, however fast the steps run here
+    paced = ["+callbacks.pace._target_=pace.Pace", f"+callbacks.pace.path={progress}",
+             "+callbacks.pace.seconds=0.2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "tests"), *filter(None, [os.environ.get("PYTHONPATH")])])}
     rng = random.Random(int(os.environ.get("STYLENET_KILL_SEED", "0")) or None)
     kills, lost = [], []
     resumed_from = 0
     for attempt in range(3):
-        args = cmd + (["ckpt_path=last"] if (ckpts / "last.ckpt").exists() else [])
+        args = cmd + paced + (["ckpt_path=last"] if (ckpts / "last.ckpt").exists() else [])
+        progress.unlink(missing_ok=True)
         proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        # kill at a random step past the last resume (between or during checkpoint saves), and
-        # not before the first checkpoint: before it there is nothing to resume from
-        target = max(resumed_from + rng.randint(1, every + 2), every + 1)
+                                stderr=subprocess.PIPE, text=True, env=env)
+        # kill at a random step past the last resume (between or during checkpoint saves), not
+        # before the first checkpoint (before it there is nothing to resume from), and early
+        # enough that the run cannot finish in the moment between aiming and killing
+        target = min(max(resumed_from + rng.randint(1, every + 2), every + 1), steps - every)
         deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            parts = scalars(run_dir, "train/total")  # one file per process, this one's last
-            if len(parts) == attempt + 1 and max(parts[-1], default=-1) + 1 >= target:
-                break
-            time.sleep(0.2)
+        while time.time() < deadline and proc.poll() is None and reached(progress) < target:
+            time.sleep(0.02)
         time.sleep(rng.uniform(0, 0.3))
         assert proc.poll() is None, f"finished before kill {attempt}: {proc.stderr.read()[-2000:]}"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
-        # Lightning logs step k (1-based) as TensorBoard step k-1, after saving its checkpoint
-        reached = max(scalars(run_dir, "train/total")[-1], default=-1) + 1
+        # the steps this process trained (TensorBoard shows a step only after its checkpoint)
+        at_kill = reached(progress)
         if (ckpts / "last.ckpt").exists():
             ckpt = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
             resumed_from = ckpt["global_step"]
         else:  # killed before the first save completed: the next run starts from step 0
             resumed_from = 0
-        kills.append(reached)
-        lost.append(reached - resumed_from)
-        assert 0 <= reached - resumed_from <= every, (reached, resumed_from)
+        kills.append(at_kill)
+        lost.append(at_kill - resumed_from)
+        assert 0 <= at_kill - resumed_from <= every, (at_kill, resumed_from)
         # a kill during a save leaves at most a temp file, never a broken .ckpt
         for path in ckpts.glob("*.ckpt"):
             torch.load(path, map_location="cpu", weights_only=True)
