@@ -8,6 +8,7 @@ against wall time, and publish a finished run as a shipped model with its record
     python benchmarks/zoo.py publish logs/zoo/runs/starry_night/<date>       # ship it
     python benchmarks/zoo.py readme                                          # the README picture
     python benchmarks/zoo.py scale composition_vii     # the judge's style of the painting blurred
+    python benchmarks/zoo.py relative results/zoo_judge_*.json   # every layer counted (below)
 
 Scores come from benchmarks/judge.py (imports nothing from stylenet): content and style loss of
 each held-out photo of data/heldout/ (8 photos, 512 px on the long side) against the run's
@@ -108,6 +109,20 @@ def by_layer(scores: dict, width: int = 0) -> str:
     return " ".join(f"{scores[k]:{width}.4g}" for k in LAYER_KEYS)
 
 
+def own_distance(judge: Judge, photos: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The held-out photos' own style distance from the painting, by layer (means over photos):
+    what a net that gives every photo back unchanged would score."""
+    scores = [judge(x, x) for x in photos.values()]
+    return {k: statistics.fmean(s[k] for s in scores) for k in LAYER_KEYS}
+
+
+def relative_style(scores: dict, own: dict[str, float]) -> float:
+    """The style with every layer counted: each layer's distance over the photos' own there (1:
+    no closer to the painting than the photo, 0: the painting's statistics), the mean over the
+    four layers. The judge's style sums the layers raw, and relu1_2 is ~99 % of it."""
+    return statistics.fmean(scores[k] / own[k] for k in LAYER_KEYS)
+
+
 def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> dict:
     """Means over the photos of the judge's scores, and each photo's."""
     stylizer = Stylizer(model, device="cpu", precision="fp32")
@@ -164,6 +179,7 @@ def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
     clock = wall_clock(run)
     judge = Judge(None, load_tensor(painting_path(run), max_side=JUDGE_SIZE))
     photos = heldout()
+    own = own_distance(judge, photos)
     points = []
     ckpts = step_checkpoints(run)
     steps = sorted(set(sorted(ckpts)[::-1][::every]) | (set(keep) & set(ckpts)))
@@ -171,12 +187,14 @@ def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
         ckpt = ckpts[step]
         s = score(ckpt, judge, photos)
         points.append({"step": step, "seconds": seconds_at(clock, step),
-                       **{k: s[k] for k in STYLE_KEYS}, "file": ckpt.name})
+                       **{k: s[k] for k in STYLE_KEYS}, "style_relative": relative_style(s, own),
+                       "file": ckpt.name})
         print(f"{run.name} step {step:>5} {points[-1]['seconds']:>7.0f} s  content "
-              f"{s['content']:>8.0f}  style {s['style']:>9.0f}  hf {s['high_freq_ratio']:.2f}",
-              flush=True)
+              f"{s['content']:>8.0f}  style {s['style']:>9.0f}  relative "
+              f"{points[-1]['style_relative']:.3f}  hf {s['high_freq_ratio']:.2f}", flush=True)
     cfg = run_config(run)
     return {"run": str(run), "style": cfg["style"]["name"], "points": points,
+            "photos_own_style": own,
             "seconds_per_step": seconds_at(clock, clock[-1][0]) / clock[-1][0],
             "settings": {"lr": cfg["model"]["optimizer"]["lr"],
                          "scheduler": cfg["model"].get("scheduler"),
@@ -364,6 +382,23 @@ def controls(name: str) -> dict:
     return rows
 
 
+def add_relative(path: Path) -> dict:
+    """A judged report (zoo.py judge) with each point's style relative to the photos' own by
+    layer, from the style by layer it already holds (the judge scores only the unchanged photos)."""
+    report = json.loads(path.read_text())
+    own = report.get("photos_own_style") or own_distance(
+        Judge(None, bundled_painting(report["style"])), heldout())
+    report["photos_own_style"] = own
+    for p in report["points"]:
+        p["style_relative"] = relative_style(p, own)
+        print(f"{report['style']} {Path(report['run']).name} step {p['step']:>5} "
+              f"{p['seconds']:>6.0f} s  content {p['content']:6.0f}  style {p['style']:7.0f}  "
+              f"by layer / the photos' {' '.join(f'{p[k] / own[k]:.3f}' for k in LAYER_KEYS)}  "
+              f"relative {p['style_relative']:.3f}  hf {p['high_freq_ratio']:.2f}")
+    path.write_text(json.dumps(report, indent=1))
+    return report
+
+
 # -- publishing ----------------------------------------------------------------------------------
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -462,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     ct = sub.add_parser("controls", help="the judge's scores of the held-out photos unchanged "
                         "and recoloured to the painting's palette (no network)")
     ct.add_argument("paintings", nargs="+", help="bundled paintings' names")
+    rel = sub.add_parser("relative", help="add the style relative to the photos' own, layer by "
+                         "layer, to judged JSONs (results/zoo_judge_*.json) and print it")
+    rel.add_argument("reports", nargs="+", type=Path)
     a = p.parse_args(argv)
     if a.cmd == "judge":
         for run in a.runs:
@@ -478,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "controls":
         for name in a.paintings:
             controls(name)
+    elif a.cmd == "relative":
+        for path in a.reports:
+            add_relative(path)
     elif a.cmd == "publish":
         publish(a.run, a.name)
     else:
