@@ -206,6 +206,18 @@ def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
                          "style_size": cfg["style"]["size"]}}
 
 
+def judged(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
+    """A run's judged curve: the report `zoo.py judge` wrote for it when that holds every step
+    checkpoint the run has now (judging is ~17 s a checkpoint), else judged afresh."""
+    path = RESULTS / f"zoo_judge_{run_config(run)['style']['name']}_{run.name}.json"
+    if path.is_file():
+        report = json.loads(path.read_text())
+        if (Path(report["run"]).resolve() == run.resolve()
+                and {p["step"] for p in report["points"]} >= set(step_checkpoints(run))):
+            return report
+    return judge_run(run, every, keep)
+
+
 # -- pictures ------------------------------------------------------------------------------------
 def plot(curves: dict[str, dict], path: Path, title: str) -> Path:
     """Held-out content and style loss against wall time, one line per run (PIL only)."""
@@ -271,7 +283,8 @@ def side_by_side(rows: list[tuple[str, list[tuple[str, Path]]]], size: int, path
 def compare(recipe: Path, baseline: Path, out: Path = RESULTS, every: int = 1) -> dict:
     """Curves of both runs and side-by-side images at equal wall time (the shorter run's last
     checkpoint). every: judge every n-th checkpoint for the curves (each run's last checkpoint
-    and its last one at equal time are always judged)."""
+    and its last one at equal time are always judged); a run's `zoo.py judge` report is used
+    instead where it holds all its checkpoints."""
     runs = {"recipe": recipe, "baseline": baseline}
     clocks = {k: wall_clock(run) for k, run in runs.items()}
     seconds = {k: {s: seconds_at(clocks[k], s) for s in step_checkpoints(run)}
@@ -279,7 +292,7 @@ def compare(recipe: Path, baseline: Path, out: Path = RESULTS, every: int = 1) -
     t = min(max(times.values()) for times in seconds.values())
     keep = {k: tuple([s for s, sec in times.items() if sec <= t + 1][-1:])
             for k, times in seconds.items()}
-    curves = {k: judge_run(run, every, keep=keep[k]) for k, run in runs.items()}
+    curves = {k: judged(run, every, keep=keep[k]) for k, run in runs.items()}
     style = curves["recipe"]["style"]
     out.mkdir(parents=True, exist_ok=True)
     plot(curves, out / f"zoo_{style}_curves.png", f"{style}: held-out loss against wall time "

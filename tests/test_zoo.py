@@ -4,6 +4,7 @@ record says on the independent judge, and agrees with its record; names resolve.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -166,3 +167,30 @@ def test_the_relative_style_counts_every_layer_against_the_photos_own():
     only_first = {**raw, layers[0]: 0.0}
     assert sum(only_first.values()) < 0.01 * sum(raw.values())
     assert zoo_tool.relative_style(only_first, own) == pytest.approx(0.75)
+
+
+def test_compare_reuses_a_judged_report_only_while_it_holds_every_checkpoint(tmp_path,
+                                                                            monkeypatch):
+    """zoo.py compare takes a run's curve from its `zoo.py judge` report, unless the run has a
+    checkpoint the report lacks (it was resumed since) or the report is another run's."""
+    run = tmp_path / "logs" / "great_wave" / "recipe"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("style: {name: great_wave}\n")
+    (run / "checkpoints").mkdir()
+    for step in (100, 200):
+        torch.save({"global_step": step}, run / "checkpoints" / f"step{step:07d}.ckpt")
+    monkeypatch.setattr(zoo_tool, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    report = tmp_path / "results" / "zoo_judge_great_wave_recipe.json"
+    fresh = {"run": "judged afresh"}
+    monkeypatch.setattr(zoo_tool, "judge_run", lambda *a, **k: fresh)
+
+    assert zoo_tool.judged(run) is fresh  # no report yet
+    stored = {"run": str(run), "points": [{"step": 100}, {"step": 200}]}
+    report.write_text(json.dumps(stored))
+    assert zoo_tool.judged(run) == stored
+    torch.save({"global_step": 300}, run / "checkpoints" / "step0000300.ckpt")
+    assert zoo_tool.judged(run) is fresh  # resumed past the report
+    report.write_text(json.dumps({**stored, "run": str(tmp_path / "another"),
+                                  "points": [{"step": s} for s in (100, 200, 300)]}))
+    assert zoo_tool.judged(run) is fresh
