@@ -206,10 +206,15 @@ def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
                          "style_size": cfg["style"]["size"]}}
 
 
+def report_path(style: str, run: Path) -> Path:
+    """Where `zoo.py judge` keeps a run's judged report."""
+    return RESULTS / f"zoo_judge_{style}_{run.name}.json"
+
+
 def judged(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
     """A run's judged curve: the report `zoo.py judge` wrote for it when that holds every step
     checkpoint the run has now (judging is ~17 s a checkpoint), else judged afresh."""
-    path = RESULTS / f"zoo_judge_{run_config(run)['style']['name']}_{run.name}.json"
+    path = report_path(run_config(run)["style"]["name"], run)
     if path.is_file():
         report = json.loads(path.read_text())
         if (Path(report["run"]).resolve() == run.resolve()
@@ -518,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in a.runs:
             report = judge_run(run, a.every)
             RESULTS.mkdir(parents=True, exist_ok=True)
-            path = RESULTS / f"zoo_judge_{report['style']}_{run.name}.json"
+            path = report_path(report["style"], run)
             path.write_text(json.dumps(report, indent=1))
     elif a.cmd == "compare":
         compare(a.recipe, a.baseline, a.out, a.every)
