@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from PIL import Image, ImageDraw
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ import reference  # noqa: E402
 from judge import Judge, high_frequency_energy  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
-from stylenet.image import image_grid, load_tensor, to_pil  # noqa: E402
+from stylenet.image import image_grid, label_draw, load_tensor, to_pil  # noqa: E402
 from stylenet.model_file import ZOO, load_model, save_model  # noqa: E402
 from stylenet.stylize import Stylizer  # noqa: E402
 
@@ -229,7 +229,7 @@ def plot(curves: dict[str, dict], path: Path, title: str) -> Path:
     w, h, pad = 520, 320, 50
     colours = [(200, 40, 40), (40, 90, 200), (40, 160, 70), (150, 80, 170)]
     canvas = Image.new("RGB", (2 * w, h + 30), "white")
-    draw = ImageDraw.Draw(canvas)
+    draw = label_draw(canvas)
     draw.text((10, 5), title, fill="black")
     for panel, key in enumerate(("content", "style")):
         x0 = panel * w

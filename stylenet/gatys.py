@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from stylenet.image import save_atomic, to_pil
+from stylenet.image import label_draw, save_atomic, to_pil
 from stylenet.losses import PerceptualLoss
 from stylenet.util import Heartbeat, atomic_write
 
@@ -227,7 +227,7 @@ def loss_curve(history: list[dict[str, float]], size: tuple[int, int] = (640, 40
     hi = hi if hi > lo else lo + 1
     last = max(history[-1]["step"], 1)
     img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
+    draw = label_draw(img)
     draw.rectangle([left, top, width - right, height - bottom], outline=(128, 128, 128))
 
     def xy(step: float, value: float) -> tuple[float, float]:

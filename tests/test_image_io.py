@@ -35,3 +35,18 @@ def test_one_strength_check():
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match=f"strength={bad}: use a value from 0"):
             check_strength(bad)
+
+
+def test_a_labels_words_stay_apart():
+    """Pillow's FreeType default font draws a space 2 px wide ("held-outcontent" on a plot)."""
+    from PIL import Image
+
+    from stylenet.image import label_draw
+
+    def inked_width(text):
+        img = Image.new("L", (200, 20), 255)
+        label_draw(img).text((2, 2), text, fill=0)
+        cols = [x for x in range(200) if any(img.getpixel((x, y)) < 128 for y in range(20))]
+        return cols[-1] - cols[0]
+
+    assert inked_width("a b") >= inked_width("ab") + 4
