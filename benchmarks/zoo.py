@@ -134,7 +134,8 @@ def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> d
 def wall_clock(run: Path) -> list[tuple[int, float]]:
     """(step, seconds of training up to it) for every logged training step (identity steps
     included), from the run's TensorBoard files. Each process counts from its first event, at
-    its own rate back to the step it resumed from: a pause before a resume does not count."""
+    its own rate back to the step it resumed from: a pause before a resume does not count. A run
+    started from another run's checkpoint takes the other run's time up to that step."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     segments = []
@@ -147,12 +148,31 @@ def wall_clock(run: Path) -> list[tuple[int, float]]:
         if len(events) > 1:
             segments.append(events)
     clock, done, step = [], 0.0, 0
+    origin = started_from(run)
+    if origin is not None:  # the steps before it were trained, and are timed, in the other run
+        source, step = origin
+        done = seconds_at(wall_clock(source), step)
     for events in sorted(segments, key=lambda ev: ev[0].step):
         rate = (events[-1].wall_time - events[0].wall_time) / (events[-1].step - events[0].step)
         start = done + (events[0].step - step) * rate
         clock += [(e.step, start + e.wall_time - events[0].wall_time) for e in events]
         done, step = clock[-1][1], clock[-1][0]
     return clock
+
+
+def started_from(run: Path) -> tuple[Path, int] | None:
+    """(the other run, the step) when `run` started from another run's checkpoint
+    (ckpt_path=<other run>/checkpoints/<file>.ckpt, e.g. a shared identity phase), else None."""
+    config = run / ".hydra" / "config.yaml"
+    ckpt = run_config(run).get("ckpt_path") if config.is_file() else None
+    if not ckpt or ckpt == "last":
+        return None
+    ckpt = Path(ckpt)
+    source = ckpt.parent.parent
+    if (ckpt.parent.name != "checkpoints" or not ckpt.is_file()
+            or not (source / "tensorboard").is_dir() or source.resolve() == run.resolve()):
+        return None
+    return source, torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]
 
 
 def seconds_at(clock: list[tuple[int, float]], step: int) -> float:
@@ -213,12 +233,16 @@ def report_path(style: str, run: Path) -> Path:
 
 def judged(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
     """A run's judged curve: the report `zoo.py judge` wrote for it when that holds every step
-    checkpoint the run has now (judging is ~17 s a checkpoint), else judged afresh."""
+    checkpoint the run has now (judging is ~17 s a checkpoint), else judged afresh. The wall
+    time of each point is read from the run again, as wall_clock() counts it now."""
     path = report_path(run_config(run)["style"]["name"], run)
     if path.is_file():
         report = json.loads(path.read_text())
         if (Path(report["run"]).resolve() == run.resolve()
                 and {p["step"] for p in report["points"]} >= set(step_checkpoints(run))):
+            clock = wall_clock(run)
+            for point in report["points"]:
+                point["seconds"] = seconds_at(clock, point["step"])
             return report
     return judge_run(run, every, keep)
 

@@ -186,9 +186,18 @@ def test_compare_reuses_a_judged_report_only_while_it_holds_every_checkpoint(tmp
     monkeypatch.setattr(zoo_tool, "judge_run", lambda *a, **k: fresh)
 
     assert zoo_tool.judged(run) is fresh  # no report yet
-    stored = {"run": str(run), "points": [{"step": 100}, {"step": 200}]}
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run / "tensorboard"))  # 1 s a step
+    for step in range(0, 201, 10):
+        writer.add_scalar("train/total", 1.0, step, walltime=1000.0 + step)
+    writer.close()
+    stored = {"run": str(run), "points": [{"step": 100, "seconds": 999.0},
+                                          {"step": 200, "seconds": 999.0}]}
     report.write_text(json.dumps(stored))
-    assert zoo_tool.judged(run) == stored
+    # the scores as judged, the wall time as the run's clock reads it now
+    assert zoo_tool.judged(run) == {**stored, "points": [{"step": 100, "seconds": 100.0},
+                                                         {"step": 200, "seconds": 200.0}]}
     torch.save({"global_step": 300}, run / "checkpoints" / "step0000300.ckpt")
     assert zoo_tool.judged(run) is fresh  # resumed past the report
     report.write_text(json.dumps({**stored, "run": str(tmp_path / "another"),

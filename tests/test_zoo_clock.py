@@ -66,3 +66,27 @@ def test_nets_judges_each_runs_final_model_against_the_reference_run(tmp_path, m
     assert lite["macs_per_pixel"] < small["macs_per_pixel"]
     assert all(r["steps"] == 3 and r["minutes"] > 0 for r in rows.values())
     assert (tmp_path / "out" / "zoo_starry_night_nets.jpg").is_file()
+
+
+def test_a_run_started_from_another_runs_checkpoint_takes_that_runs_time_to_it(tmp_path):
+    """A probe started from another run's step-20 checkpoint (a shared identity phase) did not
+    train steps 0-20 itself: they cost what they cost in that run, not the probe's rate."""
+    import torch
+    import yaml
+
+    source, probe = tmp_path / "source", tmp_path / "probe"
+    write_events(source / "tensorboard", ("train/identity", range(0, 20), 1000.0, 0.5),
+                 ("train/total", range(20, 101, 10), 1010.0, 1.0))
+    (source / "checkpoints").mkdir()
+    ckpt = source / "checkpoints" / "step0000020.ckpt"
+    torch.save({"global_step": 20}, ckpt)
+    write_events(probe / "tensorboard", ("train/total", range(30, 121, 10), 5000.0, 2.0))
+    (probe / ".hydra").mkdir()
+    (probe / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": str(ckpt)}))
+    at = dict(zoo.wall_clock(probe))
+    assert zoo.seconds_at(zoo.wall_clock(source), 20) == pytest.approx(10.0)
+    assert at[30] == pytest.approx(10.0 + 10 * 2.0)  # 20 identity steps at 0.5 s, 10 at 2 s
+    assert at[120] == pytest.approx(10.0 + 100 * 2.0)
+    # resumed from its own checkpoint (or ckpt_path=last): its own clock, as before
+    (probe / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": "last"}))
+    assert dict(zoo.wall_clock(probe))[120] == pytest.approx(30 * 2.0 + 90 * 2.0)
