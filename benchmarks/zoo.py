@@ -172,7 +172,7 @@ def started_from(run: Path) -> tuple[Path, int] | None:
     if (ckpt.parent.name != "checkpoints" or not ckpt.is_file()
             or not (source / "tensorboard").is_dir() or source.resolve() == run.resolve()):
         return None
-    return source, torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    return source, checkpoint_step(ckpt)
 
 
 def seconds_at(clock: list[tuple[int, float]], step: int) -> float:
@@ -186,11 +186,15 @@ def seconds_at(clock: list[tuple[int, float]], step: int) -> float:
     return t1 + (t1 - t0) / max(1, s1 - s0) * (step - s1)
 
 
+def checkpoint_step(ckpt: Path) -> int:
+    """The training step a checkpoint holds, read from the file (mapped, not loaded whole)."""
+    return torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+
+
 def step_checkpoints(run: Path) -> dict[int, Path]:
     """step -> checkpoint, the step read from the file: before StepCheckpoint, a step
     checkpoint's name was one validation interval behind the step it holds."""
-    return {torch.load(c, map_location="cpu", weights_only=True, mmap=True)["global_step"]: c
-            for c in sorted((run / "checkpoints").glob("step*.ckpt"))}
+    return {checkpoint_step(c): c for c in sorted((run / "checkpoints").glob("step*.ckpt"))}
 
 
 def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:

@@ -186,12 +186,9 @@ def test_compare_reuses_a_judged_report_only_while_it_holds_every_checkpoint(tmp
     monkeypatch.setattr(zoo_tool, "judge_run", lambda *a, **k: fresh)
 
     assert zoo_tool.judged(run) is fresh  # no report yet
-    from torch.utils.tensorboard import SummaryWriter
+    from test_zoo_clock import write_events
 
-    writer = SummaryWriter(str(run / "tensorboard"))  # 1 s a step
-    for step in range(0, 201, 10):
-        writer.add_scalar("train/total", 1.0, step, walltime=1000.0 + step)
-    writer.close()
+    write_events(run / "tensorboard", ("train/total", range(0, 201, 10), 1000.0, 1.0))  # 1 s a step
     stored = {"run": str(run), "points": [{"step": 100, "seconds": 999.0},
                                           {"step": 200, "seconds": 999.0}]}
     report.write_text(json.dumps(stored))
