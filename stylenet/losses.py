@@ -48,6 +48,26 @@ def style_loss(
     return total
 
 
+def sliced_wasserstein(features: torch.Tensor, target: torch.Tensor,
+                       directions: torch.Tensor) -> torch.Tensor:
+    """Sliced Wasserstein distance between each image's features and the painting's (Heitz et al.
+    2021): both projected on the same unit directions, each projection sorted, the sorted values
+    compared by MSE. It matches the whole distribution of the features, of which a Gram matrix is
+    the second moment only. features: (B, C, H, W); target: (C, M) samples of the painting's
+    features; directions: (C, K). The painting's quantiles are taken at the output's H*W points."""
+    b, c, h, w = features.shape
+    with torch.autocast(features.device.type, enabled=False):
+        f = features.float().reshape(b, c, h * w).transpose(1, 2) @ directions  # (B, N, K)
+        t = target.float().t() @ directions  # (M, K)
+        f = f.sort(dim=1).values
+        t = t.sort(dim=0).values
+        n, m = f.shape[1], t.shape[0]
+        if m != n:  # quantile i of N: the painting's sorted sample at the same rank
+            index = torch.linspace(0.5 / n, 1 - 0.5 / n, n, device=t.device) * m
+            t = t[index.long().clamp_max(m - 1)]
+        return F.mse_loss(f, t.unsqueeze(0).expand_as(f))
+
+
 def color_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 3, H, W) -> the RGB mean (B, 3) and covariance (B, 3, 3) of each image's pixels, fp32."""
     with torch.autocast(image.device.type, enabled=False):
@@ -88,7 +108,8 @@ class PerceptualLoss(nn.Module):
     """Content + style + total variation losses against a frozen VGG.
 
     style_layers maps layer name -> weight (0 switches a layer off); the style targets (Gram
-    matrices of the style image) are buffers set once by set_style() and saved with the module.
+    matrices of the style image, or with style_metric='sliced' samples of its feature vectors)
+    are buffers set once by set_style() and saved with the module.
     """
 
     def __init__(
@@ -103,6 +124,9 @@ class PerceptualLoss(nn.Module):
         gram_normalize: str = "chw",
         style_scales: list[float] | tuple[float, ...] = (1.0,),
         color_weight: float = 0.0,
+        style_metric: str = "gram",
+        sliced_samples: int = 16384,
+        sliced_directions: int | None = None,
     ):
         super().__init__()
         if style_layers is not None and not isinstance(style_layers, Mapping):
@@ -157,6 +181,16 @@ class PerceptualLoss(nn.Module):
                 "e.g. [1.0, 0.5]"
             )
         self.style_scales = scales
+        if style_metric not in ("gram", "sliced"):
+            raise ValueError(f"loss.style_metric={style_metric!r}: use 'gram' (Gram matrices, "
+                             "Johnson et al.) or 'sliced' (sliced Wasserstein, Heitz et al.)")
+        if style_metric == "sliced" and len(scales) > 1:
+            raise ValueError("loss.style_metric=sliced compares one scale: set "
+                             "loss.style_scales=[1.0]")
+        self.style_metric, self.sliced_samples = style_metric, sliced_samples
+        # Random directions per layer per call (None: as many as the layer has channels). Sorting
+        # is most of the metric's cost, and it grows with the directions.
+        self.sliced_directions = sliced_directions
         # The deepest tap any term reads: the loss network stops there.
         order = layer_names(vgg.arch)
         self.deepest = max([content_layer, *style_layers], key=order.index)
@@ -188,6 +222,18 @@ class PerceptualLoss(nn.Module):
         """style: (1, 3, H, W) RGB in 0..1."""
         mean, cov = color_stats(style)
         self.target_color_mean, self.target_color_cov_sqrt = mean[0], psd_sqrt(cov[0])
+        if self.style_metric == "sliced":
+            # A fixed random subset of the painting's feature vectors at each layer (all of them
+            # where there are fewer): the samples whose projections are sorted at every step.
+            feats = self.features(style, upto=self.deepest_style)
+            generator = torch.Generator().manual_seed(0)
+            for name in self.style_layers:
+                f = feats[name][0].flatten(1).float()
+                if f.shape[1] > self.sliced_samples:
+                    keep = torch.randperm(f.shape[1], generator=generator)[:self.sliced_samples]
+                    f = f[:, keep.to(f.device)]
+                setattr(self, self._target_key(name, 0), f)
+            return
         for i, scale in enumerate(self.style_scales):
             for name, gram in self._grams(style, scale).items():
                 setattr(self, self._target_key(name, i), gram)
@@ -198,7 +244,19 @@ class PerceptualLoss(nn.Module):
 
     def style_term(self, output: torch.Tensor, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """The unweighted style loss of `output` (whose features at scale 1 are `feats`): the
-        Gram loss at each of style_scales (the output and the painting resized alike), summed."""
+        Gram loss at each of style_scales (the output and the painting resized alike), summed;
+        or with style_metric='sliced' the sliced Wasserstein distance at each layer."""
+        if self.style_metric == "sliced":
+            total = 0.0
+            for name, weight in self.style_layers.items():
+                c = feats[name].shape[1]
+                k = min(c, self.sliced_directions or c)
+                # New random directions at every call, as in Heitz et al.: over the steps every
+                # direction of the feature space is matched.
+                directions = F.normalize(torch.randn(c, k, device=output.device), dim=0)
+                total = total + weight * sliced_wasserstein(
+                    feats[name], self.style_targets(0)[name], directions)
+            return total
         total = 0.0
         for i, scale in enumerate(self.style_scales):
             grams = self._grams(output, scale, feats if i == 0 else None)

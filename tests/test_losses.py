@@ -8,6 +8,7 @@ from stylenet.losses import (
     content_loss,
     gram_matrix,
     psd_sqrt,
+    sliced_wasserstein,
     style_loss,
     total_variation,
 )
@@ -200,3 +201,57 @@ def test_the_colour_term_compares_the_output_with_the_paintings_palette():
     assert "color" not in plain(photo, photo)  # off by default, as in the paper
     with pytest.raises(ValueError, match="color_weight"):
         make_loss(color_weight=-1.0)
+
+
+def test_sliced_wasserstein_is_the_squared_distance_between_sorted_projections():
+    torch.manual_seed(0)
+    c, n = 4, 20000
+    directions = torch.nn.functional.normalize(torch.randn(c, 8), dim=0)
+    target = torch.randn(c, n)
+    # The same samples in another spatial order: the same distribution, distance 0.
+    same = target[:, torch.randperm(n)].reshape(1, c, 100, 200)
+    assert sliced_wasserstein(same, target, directions).item() == pytest.approx(0.0, abs=1e-10)
+    # Two Gaussians a shift mu apart: W2^2 along unit direction d is (d . mu)^2.
+    mu = torch.tensor([1.0, -2.0, 0.5, 0.0])
+    shifted = (torch.randn(c, n) + mu[:, None]).reshape(1, c, 100, 200)
+    expected = ((directions.t() @ mu) ** 2).mean().item()
+    assert sliced_wasserstein(shifted, target, directions).item() == pytest.approx(expected,
+                                                                                   rel=0.05)
+
+
+def test_sliced_wasserstein_tells_apart_what_a_gram_matrix_cannot():
+    torch.manual_seed(0)
+    c, n = 3, 40000
+    # Independent signs (+-1) and independent unit Gaussians: the same Gram matrix (the
+    # identity), two distributions.
+    signs = torch.randint(0, 2, (c, n)).float() * 2 - 1
+    gauss = torch.randn(c, n)
+    grams = [gram_matrix(x.reshape(1, c, 200, 200), "hw")[0] for x in (signs, gauss)]
+    torch.testing.assert_close(grams[0], grams[1], atol=0.03, rtol=0)
+    directions = torch.eye(c)
+    assert sliced_wasserstein(gauss.reshape(1, c, 200, 200), signs, directions).item() > 0.1
+
+
+def test_a_sliced_style_loss_compares_feature_distributions_at_any_size():
+    loss = make_loss(style_metric="sliced", sliced_samples=65536, tv_weight=0.0)
+    painting = torch.rand(1, 3, 48, 40)
+    loss.set_style(painting)
+    # Stored: the painting's feature vectors (C, H*W) at each layer, not Gram matrices.
+    assert loss.style_targets()["relu1_2"].shape == (64, 48 * 40)
+    assert loss(painting, painting)["style"].item() == pytest.approx(0.0, abs=1e-6)
+    out = torch.rand(2, 3, 32, 32, requires_grad=True)  # fewer pixels than the painting
+    photo = torch.rand(2, 3, 32, 32)
+    terms = loss(out, photo)
+    assert terms["style"].item() > 0
+    terms["total"].backward()
+    assert torch.isfinite(out.grad).all() and out.grad.abs().sum() > 0
+    capped = make_loss(style_metric="sliced", sliced_samples=100)
+    capped.set_style(painting)
+    assert capped.style_targets()["relu1_2"].shape == (64, 100)
+    few = make_loss(style_metric="sliced", sliced_directions=4)
+    few.set_style(painting)
+    assert few(out, photo)["style"].item() > 0
+    with pytest.raises(ValueError, match="style_metric"):
+        make_loss(style_metric="histogram")
+    with pytest.raises(ValueError, match="style_scales"):
+        make_loss(style_metric="sliced", style_scales=[1.0, 0.5])
