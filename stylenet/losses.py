@@ -62,9 +62,9 @@ def sliced_wasserstein(features: torch.Tensor, target: torch.Tensor,
         f = f.sort(dim=1).values
         t = t.sort(dim=0).values
         n, m = f.shape[1], t.shape[0]
-        if m != n:  # quantile i of N: the painting's sorted sample at the same rank
-            index = torch.linspace(0.5 / n, 1 - 0.5 / n, n, device=t.device) * m
-            t = t[index.long().clamp_max(m - 1)]
+        if m != n:  # quantile (i + 1/2) / N: the painting's sorted sample at the same rank,
+            # in integers (a float32 rank can fall just below its whole number)
+            t = t[(2 * torch.arange(n, device=t.device) + 1) * m // (2 * n)]
         return F.mse_loss(f, t.unsqueeze(0).expand_as(f))
 
 

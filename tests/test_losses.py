@@ -217,6 +217,14 @@ def test_sliced_wasserstein_is_the_squared_distance_between_sorted_projections()
     expected = ((directions.t() @ mu) ** 2).mean().item()
     assert sliced_wasserstein(shifted, target, directions).item() == pytest.approx(expected,
                                                                                    rel=0.05)
+    # Sample counts that differ: the painting's sorted values are read at the output's ranks.
+    one = torch.ones(1, 1)
+    values = torch.randn(1, 2000).sort().values
+    every_other = values[:, 1::2].reshape(1, 1, 1, 1000)
+    assert sliced_wasserstein(every_other, values, one).item() == pytest.approx(0.0, abs=1e-12)
+    twice = values.repeat_interleave(2, dim=1).reshape(1, 1, 1, 4000)
+    assert sliced_wasserstein(twice, values, one).item() == pytest.approx(0.0, abs=1e-12)
+    assert sliced_wasserstein(values[:, :1000].reshape(1, 1, 1, 1000), values, one).item() > 0.1
 
 
 def test_sliced_wasserstein_tells_apart_what_a_gram_matrix_cannot():
