@@ -247,7 +247,7 @@ class PerceptualLoss(nn.Module):
         Gram loss at each of style_scales (the output and the painting resized alike), summed;
         or with style_metric='sliced' the sliced Wasserstein distance at each layer."""
         if self.style_metric == "sliced":
-            total = 0.0
+            total, targets = 0.0, self.style_targets()
             for name, weight in self.style_layers.items():
                 c = feats[name].shape[1]
                 k = min(c, self.sliced_directions or c)
@@ -255,7 +255,7 @@ class PerceptualLoss(nn.Module):
                 # direction of the feature space is matched.
                 directions = F.normalize(torch.randn(c, k, device=output.device), dim=0)
                 total = total + weight * sliced_wasserstein(
-                    feats[name], self.style_targets(0)[name], directions)
+                    feats[name], targets[name], directions)
             return total
         total = 0.0
         for i, scale in enumerate(self.style_scales):
