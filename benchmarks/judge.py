@@ -53,9 +53,9 @@ def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
     return lap.pow(2).mean(dim=(1, 2))
 
 
-# How much of a stylized photo's fine detail is periodic: a dot checker or a woven cross-hatch
-# scores 0.2-0.5, the held-out photos 0.007 on average (0.045 at most: the pagoda's railings), the
-# four paintings 0 (benchmarks/NOTES.md, "Periodic share").
+# How much of a stylized photo's fine detail is periodic: the CPU baselines' dot checker, woven
+# cross-hatch and relief score 0.27-0.56, the held-out photos 0.007 on average (0.045 at most:
+# the pagoda's railings), the four paintings 0 (benchmarks/NOTES.md, "Periodic share").
 PERIODIC_MAX = 0.1
 
 
@@ -67,14 +67,13 @@ def periodic_share(image: torch.Tensor, patch: int = 64, min_radius: int = 3,
     (Welch), so the texture's phase does not matter and one periodogram's noise averages out.
     Each frequency's power is then divided by the median over its ring (same radius, at least
     the power of 8-bit rounding noise), which weighs fine and coarse frequencies alike, as the
-    eye sees a faint fine pattern. A bin is a
-    peak when its power is over `peak` times that of both its neighbours on the same ray from
-    the origin, `offset` bins nearer and farther (only the nearer one close to Nyquist): a
-    periodic pattern, and each harmonic of a lattice of thin lines, puts its power in narrow
-    peaks, while edges and brush strokes spread theirs along the ray. Returned: the ring-
-    normalised power of the peaks above their neighbours, over all of it at periods of
-    patch / min_radius px or less. Images under 128 px on a side use patches of half their
-    side, and under 32 px give nan."""
+    eye sees a faint fine pattern. A bin is a peak when its power is over `peak` times that of
+    both its neighbours on the same ray from the origin, `offset` bins nearer and farther (only
+    the nearer one close to Nyquist): a periodic pattern, and each harmonic of a lattice of thin
+    lines, puts its power in narrow peaks, while edges and brush strokes spread theirs along the
+    ray. Returned: the ring-normalised power of the peaks above their neighbours, over all of it
+    at periods of patch / min_radius px or less. Images under 128 px on a side use patches of
+    half their side, and under 32 px give nan."""
     # a small image: smaller patches, at least 3 x 3 of them to average
     patch = min(patch, min(image.shape[-2:]) // 2) // 2 * 2
     if patch < 16:
