@@ -501,11 +501,7 @@ def publish(run: Path, name: str | None = None) -> dict:
     DOCS.mkdir(parents=True, exist_ok=True)
     side_by_side([(p, [(name, shipped)]) for p in ("chelsea", "china")], JUDGE_SIZE,
                  ROOT / record["sample"])
-    path = ZOO / "zoo.json"
-    records = json.loads(path.read_text()) if path.is_file() else {}
-    records[name] = record
-    path.write_text(json.dumps(dict(sorted(records.items())), indent=1) + "\n")
-    (ZOO / "README.md").write_text(ZOO_README.format(table=zoo.table()) + "\n")
+    write_records({**zoo.records(), name: record})
     print(json.dumps({k: v for k, v in record.items() if k != "held_out"}, indent=1))
     return record
 
@@ -513,20 +509,24 @@ def publish(run: Path, name: str | None = None) -> dict:
 def rescore() -> dict:
     """Every shipped model's held-out scores measured again from its file (the judge gained a
     score), its record and the zoo's table rewritten; nothing else in a record changes."""
-    path = ZOO / "zoo.json"
-    records = json.loads(path.read_text())
+    records = zoo.records()
     for name, record in records.items():
         record["held_out"] = record_of(name, ZOO / f"{name}.pt")["held_out"]
         print(name, {k: v for k, v in record["held_out"].items() if k != "photos"})
-    path.write_text(json.dumps(records, indent=1) + "\n")
-    (ZOO / "README.md").write_text(ZOO_README.format(table=zoo.table()) + "\n")
+    write_records(records)
     return records
+
+
+def write_records(records: dict) -> None:
+    """zoo.json (sorted by name) and the zoo's README table written from it."""
+    zoo.RECORDS.write_text(json.dumps(dict(sorted(records.items())), indent=1) + "\n")
+    (ZOO / "README.md").write_text(ZOO_README.format(table=zoo.table()) + "\n")
 
 
 def readme_picture(out: Path = ROOT / "docs" / "zoo.jpg") -> Path:
     """The README's first picture: each painting above the held-out photo stylized by its
     model, the photo itself on the left."""
-    records = json.loads((ZOO / "zoo.json").read_text())
+    records = zoo.records()
     photo = heldout(JUDGE_SIZE)[README_PHOTO]
     size = photo.shape[-1] // 2
     top, bottom = [torch.ones(3, size, size)], [TF.resize(photo, [size, size], antialias=True)]
