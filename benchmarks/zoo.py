@@ -9,6 +9,8 @@ against wall time, and publish a finished run as a shipped model with its record
     python benchmarks/zoo.py readme                                          # the README picture
     python benchmarks/zoo.py scale composition_vii     # the judge's style of the painting blurred
     python benchmarks/zoo.py relative results/zoo_judge_*.json   # every layer counted (below)
+    python benchmarks/zoo.py optimum great_wave style.style_weight=7e8   # what the loss asks
+                                               # for, with no net (L-BFGS per photo)
 
 Scores come from benchmarks/judge.py (imports nothing from stylenet): content and style loss of
 each held-out photo of data/heldout/ (8 photos, 512 px on the long side) against the run's
@@ -26,10 +28,14 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+import hydra
 import torch
 import yaml
+from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
@@ -435,6 +441,61 @@ def controls(name: str) -> dict:
     return rows
 
 
+VALIDATION = 4  # the training folder's last photos, sorted: every recipe choice was seen on them
+
+
+def validation_photos(size: int = JUDGE_SIZE) -> dict[str, torch.Tensor]:
+    """The recipe's validation photos (the last of data/photos, as the training runs split
+    them), their long side `size`: never the judge's held-out photos."""
+    paths = sorted((ROOT / "data" / "photos").glob("*.jpg"))[-VALIDATION:]
+    return {path.stem.split("_", 1)[-1]: load_tensor(path, max_side=size) for path in paths}
+
+
+def optimum(name: str, experiment: str, overrides: list[str], iterations: int = 80,
+            models: tuple[Path, ...] = (), out: Path = RESULTS) -> dict:
+    """What a training loss asks for, with no net: each validation photo's pixels optimised on
+    the loss of `experiment` (its layers, weights and TV, the painting at style.size) by
+    L-BFGS from the photo, as optimize.py does, then judged as a model's output would be. The
+    models given stylize the same photos beside them."""
+    from stylenet.config import compose_train
+    from stylenet.gatys import optimize_image
+    from stylenet.module import load_style
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_train([f"experiment={experiment}", f"style={name}", *overrides], tmp)
+    loss = hydra.utils.instantiate(cfg.loss)
+    style_image, _ = load_style(OmegaConf.to_container(cfg.style, resolve=True))
+    lbfgs = hydra.utils.instantiate(OmegaConf.load(ROOT / "configs" / "optimize" / "optimizer"
+                                                   / "lbfgs.yaml"))
+    judge = Judge(None, bundled_painting(name))
+    stylizers = {f"{m.parent.parent.name}/{m.stem}" if m.suffix == ".ckpt" else m.stem:
+                 Stylizer(m, device="cpu", precision="fp32") for m in models}
+    label = "_".join([experiment, *(o.split(".")[-1].replace("=", "") for o in overrides)])
+    rows, images = {}, []
+    for photo_name, photo in validation_photos().items():
+        start = time.perf_counter()
+        optimised = optimize_image(photo, style_image[0], loss, lbfgs, iterations,
+                                   style_size=max(style_image.shape[-2:]))
+        seconds = time.perf_counter() - start
+        outputs = {label: optimised, **{k: s(photo).clamp(0, 1) for k, s in stylizers.items()}}
+        for key, image in outputs.items():
+            s = judge(photo, image)
+            rows.setdefault(key, {})[photo_name] = {k: s[k] for k in STYLE_KEYS}
+            print(f"{name} {photo_name:<13} {key:<40} content {s['content']:6.0f}  style "
+                  f"{s['style']:7.0f}  hf {s['high_freq_ratio']:6.2f}  periodic "
+                  f"{s['periodic_share']:.3f}" + (f"  ({seconds:.0f} s)" if key == label else ""))
+        images.append([photo, *outputs.values()])
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"zoo_optimum_{name}_{label}"
+    report = {"style": name, "experiment": experiment, "overrides": overrides,
+              "iterations": iterations, "outputs": rows}
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    to_pil(image_grid([TF.resize(x, list(images[0][0].shape[-2:]), antialias=True)
+                       for row in images for x in row], nrow=len(images[0]))).save(
+        stem.with_suffix(".jpg"), quality=90)
+    return report
+
+
 def add_relative(path: Path) -> dict:
     """A judged report (zoo.py judge) with each point's style relative to the photos' own by
     layer, from the style by layer it already holds (the judge scores only the unchanged photos)."""
@@ -569,6 +630,15 @@ def main(argv: list[str] | None = None) -> int:
     rel = sub.add_parser("relative", help="add the style relative to the photos' own, layer by "
                          "layer, to judged JSONs (results/zoo_judge_*.json) and print it")
     rel.add_argument("reports", nargs="+", type=Path)
+    op = sub.add_parser("optimum", help="what a training loss asks for, with no net: the "
+                        "validation photos optimised on it (L-BFGS from the photo), judged")
+    op.add_argument("painting", help="a bundled painting's name, e.g. great_wave")
+    op.add_argument("overrides", nargs="*", help="train.py overrides, e.g. style.style_weight=7e8")
+    op.add_argument("--experiment", default="cpu_zoo", help="cpu_zoo (default) or cpu_baseline")
+    op.add_argument("--iterations", type=int, default=80)
+    op.add_argument("--models", nargs="*", type=Path, default=[],
+                    help="model files or checkpoints to run on the same photos")
+    op.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     if a.cmd == "judge":
         for run in a.runs:
@@ -585,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "controls":
         for name in a.paintings:
             controls(name)
+    elif a.cmd == "optimum":
+        optimum(a.painting, a.experiment, a.overrides, a.iterations, tuple(a.models), a.out)
     elif a.cmd == "relative":
         for path in a.reports:
             add_relative(path)

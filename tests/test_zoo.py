@@ -202,3 +202,24 @@ def test_compare_reuses_a_judged_report_only_while_it_holds_every_checkpoint(tmp
     report.write_text(json.dumps({**stored, "run": str(tmp_path / "another"),
                                   "points": [{"step": s} for s in (100, 200, 300)]}))
     assert zoo_tool.judged(run) is fresh
+
+
+def test_the_optimum_optimises_each_photo_on_the_training_loss_and_judges_it(tmp_path,
+                                                                              monkeypatch):
+    """zoo.py optimum: a validation photo's pixels optimised on the recipe's loss (its painting,
+    its overrides) move toward the painting on the judge, from the photo; a model given runs on
+    the same photo beside it; both are written to the report."""
+    photo = zoo_tool.load_tensor(ROOT / "data" / "heldout" / "astronaut.jpg", max_side=64)
+    monkeypatch.setattr(zoo_tool, "validation_photos", lambda: {"astronaut": photo})
+    model = ZOO / f"{NAMES[0]}.pt"
+    report = zoo_tool.optimum("great_wave", "cpu_zoo", ["style.style_weight=7e9"], iterations=3,
+                              models=(model,), out=tmp_path)
+    rows = report["outputs"]
+    assert set(rows) == {"cpu_zoo_style_weight7e9", model.stem}
+    judge = zoo_tool.Judge(None, zoo_tool.bundled_painting("great_wave"))
+    unchanged = judge(photo, photo)
+    optimised = rows["cpu_zoo_style_weight7e9"]["astronaut"]
+    assert 0 < optimised["content"] and optimised["style"] < 0.8 * unchanged["style"]
+    assert json.loads((tmp_path / "zoo_optimum_great_wave_cpu_zoo_style_weight7e9.json")
+                      .read_text())["outputs"] == rows
+    assert (tmp_path / "zoo_optimum_great_wave_cpu_zoo_style_weight7e9.jpg").stat().st_size > 0
