@@ -455,8 +455,8 @@ def optimum(name: str, experiment: str, overrides: list[str], iterations: int = 
             models: tuple[Path, ...] = (), out: Path = RESULTS) -> dict:
     """What a training loss asks for, with no net: each validation photo's pixels optimised on
     the loss of `experiment` (its layers, weights and TV, the painting at style.size) by
-    L-BFGS from the photo, as optimize.py does, then judged as a model's output would be. The
-    models given stylize the same photos beside them."""
+    L-BFGS from the photo, as optimize.py does, then clamped to 0..1 as optimize.py saves it and
+    judged as a model's output would be. The models given stylize the same photos beside them."""
     from stylenet.config import compose_train
     from stylenet.gatys import optimize_image
     from stylenet.module import load_style
@@ -475,7 +475,7 @@ def optimum(name: str, experiment: str, overrides: list[str], iterations: int = 
     for photo_name, photo in validation_photos().items():
         start = time.perf_counter()
         optimised = optimize_image(photo, style_image[0], loss, lbfgs, iterations,
-                                   style_size=max(style_image.shape[-2:]))
+                                   style_size=max(style_image.shape[-2:])).clamp(0, 1)
         seconds = time.perf_counter() - start
         outputs = {label: optimised, **{k: s(photo).clamp(0, 1) for k, s in stylizers.items()}}
         for key, image in outputs.items():

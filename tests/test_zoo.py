@@ -223,3 +223,20 @@ def test_the_optimum_optimises_each_photo_on_the_training_loss_and_judges_it(tmp
     assert json.loads((tmp_path / "zoo_optimum_great_wave_cpu_zoo_style_weight7e9.json")
                       .read_text())["outputs"] == rows
     assert (tmp_path / "zoo_optimum_great_wave_cpu_zoo_style_weight7e9.jpg").stat().st_size > 0
+
+
+def test_the_optimum_is_judged_as_the_image_a_user_would_get(tmp_path, monkeypatch):
+    """optimize_image returns unclamped pixels (L-BFGS needs them); the optimum is judged clamped
+    to 0..1, as optimize.py saves it: pixels beyond the range would match the painting's Grams
+    in ways no image can."""
+    import stylenet.gatys
+
+    photo = zoo_tool.load_tensor(ROOT / "data" / "heldout" / "chelsea.jpg", max_side=48)
+    monkeypatch.setattr(zoo_tool, "validation_photos", lambda: {"chelsea": photo})
+    monkeypatch.setattr(stylenet.gatys, "optimize_image", lambda content, *a, **k: 3 * content - 1)
+    report = zoo_tool.optimum("great_wave", "cpu_baseline", [], iterations=1, out=tmp_path)
+    judge = zoo_tool.Judge(None, zoo_tool.bundled_painting("great_wave"))
+    expected = judge(photo, (3 * photo - 1).clamp(0, 1))
+    got = report["outputs"]["cpu_baseline"]["chelsea"]
+    assert got["style"] == pytest.approx(expected["style"], rel=1e-5)
+    assert got["content"] == pytest.approx(expected["content"], rel=1e-5)
