@@ -47,7 +47,7 @@ import reference  # noqa: E402
 from judge import Judge, high_frequency_energy  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
-from stylenet.image import image_grid, label_draw, load_tensor, to_pil  # noqa: E402
+from stylenet.image import image_grid, label_draw, list_images, load_tensor, to_pil  # noqa: E402
 from stylenet.model_file import ZOO, load_model, save_model  # noqa: E402
 from stylenet.stylize import Stylizer  # noqa: E402
 
@@ -441,13 +441,12 @@ def controls(name: str) -> dict:
     return rows
 
 
-VALIDATION = 4  # the training folder's last photos, sorted: every recipe choice was seen on them
-
-
-def validation_photos(size: int = JUDGE_SIZE) -> dict[str, torch.Tensor]:
-    """The recipe's validation photos (the last of data/photos, as the training runs split
-    them), their long side `size`: never the judge's held-out photos."""
-    paths = sorted((ROOT / "data" / "photos").glob("*.jpg"))[-VALIDATION:]
+def validation_photos(root: str | Path, count: int,
+                      size: int = JUDGE_SIZE) -> dict[str, torch.Tensor]:
+    """A training run's validation photos: the last `count` of its folder, listed as its data
+    module lists them (every recipe choice was looked at on them; never the judge's held-out
+    photos), their long side `size`."""
+    paths = list_images(root)[-count:]
     return {path.stem.split("_", 1)[-1]: load_tensor(path, max_side=size) for path in paths}
 
 
@@ -472,7 +471,7 @@ def optimum(name: str, experiment: str, overrides: list[str], iterations: int = 
                  Stylizer(m, device="cpu", precision="fp32") for m in models}
     label = "_".join([experiment, *(o.split(".")[-1].replace("=", "") for o in overrides)])
     rows, images = {}, []
-    for photo_name, photo in validation_photos().items():
+    for photo_name, photo in validation_photos(cfg.data.dataset.root, cfg.data.val_size).items():
         start = time.perf_counter()
         optimised = optimize_image(photo, style_image[0], loss, lbfgs, iterations,
                                    style_size=max(style_image.shape[-2:])).clamp(0, 1)

@@ -210,7 +210,7 @@ def test_the_optimum_optimises_each_photo_on_the_training_loss_and_judges_it(tmp
     its overrides) move toward the painting on the judge, from the photo; a model given runs on
     the same photo beside it; both are written to the report."""
     photo = zoo_tool.load_tensor(ROOT / "data" / "heldout" / "astronaut.jpg", max_side=64)
-    monkeypatch.setattr(zoo_tool, "validation_photos", lambda: {"astronaut": photo})
+    monkeypatch.setattr(zoo_tool, "validation_photos", lambda *_: {"astronaut": photo})
     model = ZOO / f"{NAMES[0]}.pt"
     report = zoo_tool.optimum("great_wave", "cpu_zoo", ["style.style_weight=7e9"], iterations=3,
                               models=(model,), out=tmp_path)
@@ -232,7 +232,7 @@ def test_the_optimum_is_judged_as_the_image_a_user_would_get(tmp_path, monkeypat
     import stylenet.gatys
 
     photo = zoo_tool.load_tensor(ROOT / "data" / "heldout" / "chelsea.jpg", max_side=48)
-    monkeypatch.setattr(zoo_tool, "validation_photos", lambda: {"chelsea": photo})
+    monkeypatch.setattr(zoo_tool, "validation_photos", lambda *_: {"chelsea": photo})
     monkeypatch.setattr(stylenet.gatys, "optimize_image", lambda content, *a, **k: 3 * content - 1)
     report = zoo_tool.optimum("great_wave", "cpu_baseline", [], iterations=1, out=tmp_path)
     judge = zoo_tool.Judge(None, zoo_tool.bundled_painting("great_wave"))
