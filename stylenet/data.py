@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import math
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 TRAIN_MAX_PIXELS = 8192 * 8192
 # Photo headers read at start-up to check that the crop fits the photos (cheap: no decoding).
 PROBE_FILES = 32
+# The photos' shape assumed when sizing the cache (width over height): wider than most cameras'.
+CACHE_ASPECT = 16 / 9
 
 
 def crop_photo(
@@ -33,7 +36,14 @@ def crop_photo(
     """Resize the shorter side to `resize` (default `size`) and crop a `size` square, at the
     centre as the reference recipe does, or at a random place drawn from `generator` (the global
     RNG when None): (3, size, size) uint8."""
-    t = TF.resize(TF.pil_to_tensor(img), resize or size, antialias=True)
+    return crop_resized(TF.resize(TF.pil_to_tensor(img), resize or size, antialias=True), size,
+                        random, generator)
+
+
+def crop_resized(
+    t: torch.Tensor, size: int, random: bool = False, generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """crop_photo's crop, of a photo already resized: (3, H, W) uint8 -> (3, size, size)."""
     if not random:
         return TF.center_crop(t, size)
     h, w = t.shape[-2:]
@@ -53,7 +63,9 @@ class PhotoFolder(Dataset):
     package: root and files are relative to it. Items are uint8 (3, S, S), S = image_size.
     resize: shorter side before cropping (default image_size). Unusable photos (undecodable,
     below min_size, over max_pixels, crop std below min_std) are skipped once, with a warning, for
-    the next file; bad_indices() lists them.
+    the next file; bad_indices() lists them. cache_mb: when every photo, resized, fits in this
+    (reckoned at CACHE_ASPECT), each is decoded once and kept, resized, in memory (per loader
+    process); the crops are the same as without it. 0: decode every time.
     """
 
     def __init__(
@@ -68,6 +80,7 @@ class PhotoFolder(Dataset):
         resize: int | None = None,
         random_crop: bool = False,
         max_pixels: int = TRAIN_MAX_PIXELS,
+        cache_mb: float = 0,
     ):
         base = Path(str(importlib.resources.files(package))) if package else Path(".")
         if files:
@@ -98,6 +111,9 @@ class PhotoFolder(Dataset):
         self.resize = max(resize or image_size, image_size)
         self.random_crop = random_crop
         self.max_pixels = max_pixels
+        per_photo = 3 * self.resize * math.ceil(self.resize * CACHE_ASPECT)
+        self.cache: dict[int, torch.Tensor] | None = (
+            {} if len(self.paths) * per_photo <= cache_mb * 2**20 else None)
         self.where = str(base / root) if root is not None and not files else "data.files"
         # Shared memory: loader workers (forked or spawned) see each other's findings.
         self.bad = torch.zeros(len(self.paths), dtype=torch.bool).share_memory_()
@@ -145,6 +161,27 @@ class PhotoFolder(Dataset):
     ) -> torch.Tensor:
         """One photo as a (3, S, S) uint8 crop; raises ImageError when it is unusable.
         random_crop=False gives the whole photo's centre square at `size` (for previews)."""
+        if random_crop is False:
+            crop = crop_photo(self._open(index), size or self.image_size)
+        else:
+            resized = self.cache.get(index) if self.cache is not None else None
+            if resized is None:
+                resized = TF.resize(TF.pil_to_tensor(self._open(index)), self.resize,
+                                    antialias=True)
+                if self.cache is not None:
+                    self.cache[index] = resized
+            crop = crop_resized(resized, self.image_size, self.random_crop, generator)
+        # Spatial spread per channel: a plain coloured wallpaper has a large std across its three
+        # channels but none across pixels, and instance norm sees only the latter.
+        if crop.float().flatten(1).std(dim=1).max() < self.min_std:
+            raise ImageError(
+                f"{self.paths[index]}: the crop is a near-constant colour "
+                "(unusable for instance norm)"
+            )
+        return crop
+
+    def _open(self, index: int) -> Image.Image:
+        """The photo decoded (at a reduced DCT scale when draft is on); too small: ImageError."""
         path = self.paths[index]
         draft = self.resize if self.draft else None
         img = open_rgb(path, draft_size=draft, max_pixels=self.max_pixels)
@@ -153,17 +190,7 @@ class PhotoFolder(Dataset):
                 f"{path}: {img.size[0]}x{img.size[1]} is smaller than "
                 f"data.dataset.min_size={self.min_size}"
             )
-        if random_crop is False:
-            crop = crop_photo(img, size or self.image_size)
-        else:
-            crop = crop_photo(img, self.image_size, self.resize, self.random_crop, generator)
-        # Spatial spread per channel: a plain coloured wallpaper has a large std across its three
-        # channels but none across pixels, and instance norm sees only the latter.
-        if crop.float().flatten(1).std(dim=1).max() < self.min_std:
-            raise ImageError(
-                f"{path}: the crop is a near-constant colour (unusable for instance norm)"
-            )
-        return crop
+        return img
 
     def _describe(self, index: int, error: Exception) -> str:
         if isinstance(error, ImageError):

@@ -111,3 +111,32 @@ def test_previews_can_be_larger_than_training_crops(tmp_path):
     # the whole photo's centre square, not a random crop of it
     assert torch.equal(previews[0], ds.load(2, random_crop=False, size=48))
     assert torch.equal(previews, dm.preview_images())
+
+
+def test_a_small_folder_is_decoded_once_with_the_same_crops(tmp_path, monkeypatch, caplog):
+    for i in range(3):
+        _photo((120, 90), seed=i).save(tmp_path / f"{i}.jpg")
+    _photo((10, 10), seed=9).save(tmp_path / "tiny.png")  # below min_size: never cached
+    Image.new("RGB", (120, 90), (40, 90, 200)).save(tmp_path / "wall.png")  # flat: every crop
+    kwargs = dict(root=str(tmp_path), image_size=32, resize=48, random_crop=True, min_size=16)
+    plain = PhotoFolder(**kwargs)
+    cached = PhotoFolder(**kwargs, cache_mb=1)
+    keys = [(i % 5, seed) for seed, i in enumerate(range(15))]
+    expected = [plain[k] for k in keys]
+
+    opened = []
+    real_open = PhotoFolder._open
+    monkeypatch.setattr(PhotoFolder, "_open",
+                        lambda self, i: opened.append(i) or real_open(self, i))
+    with caplog.at_level(logging.WARNING):
+        assert all(torch.equal(cached[k], e) for k, e in zip(keys, expected, strict=True))
+    assert "wall.png: the crop is a near-constant colour" in caplog.text
+    assert sorted(set(opened)) == [0, 1, 2, 3, 4] and opened.count(0) == 1  # decoded once each
+    # the flat photo is decoded and cached before its crop is refused, then never read again
+    assert sorted(cached.cache) == [0, 1, 2, 4] and cached.bad_indices() == plain.bad_indices()
+    assert cached.bad_indices() == [3, 4]
+    # previews are not the training crops' size: decoded as before, never from the cache
+    assert torch.equal(cached.load(1, random_crop=False, size=40),
+                       plain.load(1, random_crop=False, size=40))
+    # a folder that would not fit is never cached
+    assert PhotoFolder(**kwargs, cache_mb=1e-4).cache is None and plain.cache is None

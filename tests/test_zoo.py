@@ -46,7 +46,9 @@ def trained_with_the_recipe(config: dict) -> dict:
             "vgg": {k: v for k, v in loss["vgg"].items() if k != "layers"},
             "net": model["net"], "optimizer": model["optimizer"], "scheduler": model["scheduler"],
             "identity_steps": model["identity_steps"],
-            "dataset": {k: v for k, v in data["dataset"].items() if k != "root"},
+            # where the photos are and whether they stay decoded do not change a crop
+            "dataset": {k: v for k, v in data["dataset"].items()
+                        if k not in ("root", "cache_mb")},
             "batch_size": data["batch_size"], "max_steps": config["trainer"]["max_steps"],
             "content_weight": config["style"]["content_weight"],
             "tv_weight": config["style"]["tv_weight"]}
