@@ -36,8 +36,12 @@ def crop_photo(
     """Resize the shorter side to `resize` (default `size`) and crop a `size` square, at the
     centre as the reference recipe does, or at a random place drawn from `generator` (the global
     RNG when None): (3, size, size) uint8."""
-    return crop_resized(TF.resize(TF.pil_to_tensor(img), resize or size, antialias=True), size,
-                        random, generator)
+    return crop_resized(resize_photo(img, resize or size), size, random, generator)
+
+
+def resize_photo(img: Image.Image, side: int) -> torch.Tensor:
+    """A photo as (3, H, W) uint8, its shorter side `side` (antialiased)."""
+    return TF.resize(TF.pil_to_tensor(img), side, antialias=True)
 
 
 def crop_resized(
@@ -166,8 +170,7 @@ class PhotoFolder(Dataset):
         else:
             resized = self.cache.get(index) if self.cache is not None else None
             if resized is None:
-                resized = TF.resize(TF.pil_to_tensor(self._open(index)), self.resize,
-                                    antialias=True)
+                resized = resize_photo(self._open(index), self.resize)
                 if self.cache is not None:
                     self.cache[index] = resized
             crop = crop_resized(resized, self.image_size, self.random_crop, generator)
