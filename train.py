@@ -43,7 +43,8 @@ SWEPT_SETTINGS = (
     "style.name", "style.size", "style.content_weight", "style.style_weight", "style.tv_weight",
     "loss.content_layer", "loss.style_layers", "loss.vgg.weights", "model.net.channels",
     "model.net.num_residual", "model.net.edge_kernel", "model.optimizer.lr", "model.scheduler",
-    "model.identity_steps", "data.batch_size",
+    "model.identity_steps", "model.style_warmup_steps", "model.style_warmup_factor",
+    "loss.content_palette", "data.batch_size",
     "data.dataset.image_size", "trainer.precision", "trainer.max_steps", "seed",
 )
 # Groups whose keys a `+key=value` typo would silently add to (see check_added_keys).

@@ -97,6 +97,24 @@ def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
     return vectors @ torch.diag_embed(values.clamp_min(0).sqrt()) @ vectors.transpose(-1, -2)
 
 
+def palette_transfer(images: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor,
+                     eps: float = 1e-4) -> torch.Tensor:
+    """Each image (B, 3, H, W, 0..1) recoloured to a palette taken as a Gaussian over RGB (mean
+    (3,), covariance (3, 3)): the linear map that moves its colours' mean and covariance onto the
+    palette's with the least displacement (the optimal transport map between the two Gaussians,
+    A = C1^-1/2 (C1^1/2 C2 C1^1/2)^1/2 C1^-1/2, symmetric, so no hue is rotated), clamped to 0..1.
+    eps regularises a photo of few colours (a grey photo's covariance has rank 1)."""
+    with torch.autocast(images.device.type, enabled=False):
+        m1, c1 = color_stats(images)
+        c1 = c1 + eps * torch.eye(3, device=images.device)
+        root = psd_sqrt(c1)
+        inv_root = torch.linalg.inv(root)
+        a = inv_root @ psd_sqrt(root @ cov.float() @ root) @ inv_root  # (B, 3, 3)
+        x = images.float().flatten(2) - m1.unsqueeze(2)
+        y = (a @ x + mean.float().view(1, 3, 1)).clamp(0, 1)
+        return y.view_as(images).to(images.dtype)
+
+
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels (anisotropic TV)."""
     dh = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
@@ -127,6 +145,7 @@ class PerceptualLoss(nn.Module):
         style_metric: str = "gram",
         sliced_samples: int = 16384,
         sliced_directions: int | None = None,
+        content_palette: bool = False,
     ):
         super().__init__()
         if style_layers is not None and not isinstance(style_layers, Mapping):
@@ -173,6 +192,10 @@ class PerceptualLoss(nn.Module):
         self.color_weight = color_weight
         self.register_buffer("target_color_mean", torch.zeros(3), persistent=False)
         self.register_buffer("target_color_cov_sqrt", torch.zeros(3, 3), persistent=False)
+        # The content target is the photo recoloured to the painting's palette, not the photo:
+        # the content term then asks for the photo's structure in the painting's colours, and
+        # the style term is left the brushwork (content_image()).
+        self.content_palette = content_palette
         scales = [float(s) for s in style_scales]
         if not scales or scales[0] != 1.0 or any(not 0 < s < 1 for s in scales[1:]):
             raise ValueError(
@@ -271,6 +294,14 @@ class PerceptualLoss(nn.Module):
             feats = self.features(self._downscaled(image, scale), upto=self.deepest_style)
         return {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
 
+    def content_image(self, photos: torch.Tensor) -> torch.Tensor:
+        """The image whose features the content term compares the output with: the photos, or
+        with content_palette the photos recoloured to the painting's palette (set_style() first)."""
+        if not self.content_palette:
+            return photos
+        cov_sqrt = self.target_color_cov_sqrt
+        return palette_transfer(photos, self.target_color_mean, cov_sqrt @ cov_sqrt)
+
     def forward(
         self,
         output: torch.Tensor,
@@ -282,7 +313,7 @@ class PerceptualLoss(nn.Module):
             # The photo's features are a target: no graph, and no layer past the content tap
             # (relu2_2 is a third of VGG16's work up to relu4_3).
             with torch.no_grad():
-                content = self.features(content, upto=self.content_layer)
+                content = self.features(self.content_image(content), upto=self.content_layer)
         feats = self.features(output, upto=self.deepest)
         terms = {
             "content": self.content_weight

@@ -57,7 +57,8 @@ class StyleTransferModule(pl.LightningModule):
 
     style_image (1, 3, H, W) in 0..1 and style (name, image, sha256, ...): from load_style().
     run_config: the resolved training config, kept in the model file. identity_steps: steps
-    fitting the net to give its photos back before the perceptual loss. channels_last, compile:
+    fitting the net to give its photos back before the perceptual loss. style_warmup_steps: the
+    first perceptual steps, at style_warmup_factor times the style weight. channels_last, compile:
     None is on when training on CUDA (compile: for runs of COMPILE_MIN_STEPS or more).
     """
 
@@ -71,6 +72,8 @@ class StyleTransferModule(pl.LightningModule):
         style_image: torch.Tensor | None = None,
         preview_every_n_steps: int = 500,
         identity_steps: int = 0,
+        style_warmup_steps: int = 0,
+        style_warmup_factor: float = 1.0,
         channels_last: bool | None = None,
         compile: bool | None = None,
         compile_mode: str | None = None,
@@ -89,6 +92,12 @@ class StyleTransferModule(pl.LightningModule):
         self.run_config = run_config
         self.preview_every_n_steps = preview_every_n_steps
         self.identity_steps = identity_steps
+        if style_warmup_steps < 0 or not 0 < style_warmup_factor <= 1:
+            raise ValueError(f"model.style_warmup_steps={style_warmup_steps}, "
+                             f"model.style_warmup_factor={style_warmup_factor:g}: the steps must "
+                             "be >= 0 and the factor in (0, 1], e.g. 600 and 0.25")
+        self.style_warmup_steps, self.style_warmup_factor = style_warmup_steps, style_warmup_factor
+        self.full_style_weight = loss.style_weight
         self.channels_last = channels_last
         self.compile = compile
         self.compile_mode = compile_mode
@@ -157,8 +166,21 @@ class StyleTransferModule(pl.LightningModule):
             return self.loss.forward(self.net.forward(x), x)
         return self.loss(self.net(x), x)
 
+    def style_weight_at(self, step: int) -> float:
+        """The style weight at optimizer step `step`: reduced by style_warmup_factor for the first
+        style_warmup_steps perceptual steps (the net first learns the photo in the painting's
+        palette at a light style weight; a full weight from the start paints blocks on the
+        output's 4 px lattice, benchmarks/NOTES.md), the full weight after them."""
+        if step < self.identity_steps + self.style_warmup_steps:
+            return self.full_style_weight * self.style_warmup_factor
+        return self.full_style_weight
+
     def _shared_step(self, images: torch.Tensor, stage: str) -> torch.Tensor:
         train = stage == "train"
+        self.loss.style_weight = self.style_weight_at(self.global_step)
+        if train and self.style_warmup_steps:
+            self.log("train/style_weight", self.loss.style_weight, on_step=True,
+                     batch_size=len(images))
         terms = self.losses(images, compiled=train)
         self.log_dict(
             {f"{stage}/{k}": v for k, v in terms.items()},
@@ -171,9 +193,12 @@ class StyleTransferModule(pl.LightningModule):
         step = self.global_step
         if step < self.identity_steps:
             # A warm start: the net first learns to give its photo back (pixel MSE, no loss
-            # network), so the style is learnt on top of a photo rather than of grey.
+            # network), so the style is learnt on top of a photo rather than of grey; with
+            # loss.content_palette, the photo in the painting's colours (the content target).
             x = self._to_input(batch)
-            loss = F.mse_loss(self.net(x), x)
+            with torch.no_grad():
+                target = self.loss.content_image(x)
+            loss = F.mse_loss(self.net(x), target)
             self.log("train/identity", loss, on_step=True, batch_size=len(batch))
             return loss
         if step == self.identity_steps > 0:

@@ -7,6 +7,7 @@ from stylenet.losses import (
     color_stats,
     content_loss,
     gram_matrix,
+    palette_transfer,
     psd_sqrt,
     sliced_wasserstein,
     style_loss,
@@ -201,6 +202,54 @@ def test_the_colour_term_compares_the_output_with_the_paintings_palette():
     assert "color" not in plain(photo, photo)  # off by default, as in the paper
     with pytest.raises(ValueError, match="color_weight"):
         make_loss(color_weight=-1.0)
+
+
+def test_palette_transfer_is_the_optimal_transport_map_between_the_two_gaussians():
+    """Against the closed form with scipy's matrix square root: the photo's colours moved onto
+    the painting's mean and covariance by the symmetric map A = C1^-1/2 (C1^1/2 C2 C1^1/2)^1/2
+    C1^-1/2; unmoved by a shift or an overall gain of the photo's colours, which a net behind an
+    instance norm cannot see either."""
+    linalg = pytest.importorskip("scipy.linalg")
+    torch.manual_seed(0)
+    mix = torch.tensor([[1.0, 0.3, 0.0], [0.2, 0.8, 0.1], [0.0, 0.5, 0.6]])
+    photo = 0.3 + 0.2 * torch.einsum("ij,bjhw->bihw", mix, torch.rand(2, 3, 16, 12))
+    painting = 0.35 + 0.3 * torch.rand(1, 3, 20, 20) ** 2
+    m2, c2 = color_stats(painting)
+    got = palette_transfer(photo, m2[0], c2[0], eps=0.0)
+    assert 0 < got.min() and got.max() < 1  # no clamping in this test
+    for one, out in zip(photo, got, strict=True):
+        f = one.reshape(3, -1).double().numpy()
+        m1 = f.mean(1, keepdims=True)
+        c1 = (f - m1) @ (f - m1).T / f.shape[1]
+        r1 = linalg.sqrtm(c1).real
+        a = linalg.inv(r1) @ linalg.sqrtm(r1 @ c2[0].double().numpy() @ r1).real @ linalg.inv(r1)
+        assert a == pytest.approx(a.T, abs=1e-6)  # symmetric: no rotation of the hues
+        expected = a @ (f - m1) + m2[0].double().numpy()[:, None]
+        torch.testing.assert_close(out.reshape(3, -1).double(), torch.from_numpy(expected),
+                                   atol=1e-4, rtol=0)
+    m, c = color_stats(got)
+    torch.testing.assert_close(m, m2.expand(2, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(c, c2.expand(2, 3, 3), atol=1e-5, rtol=1e-3)
+    for moved in [photo + torch.tensor([0.1, -0.05, 0.02]).view(3, 1, 1), 1.3 * photo - 0.1]:
+        torch.testing.assert_close(palette_transfer(moved, m2[0], c2[0], eps=0.0), got,
+                                   atol=1e-4, rtol=0)
+    grey = photo[:, :1].expand(-1, 3, -1, -1)  # a covariance of rank 1: eps keeps it finite
+    assert torch.isfinite(palette_transfer(grey, m2[0], c2[0])).all()
+
+
+def test_content_palette_takes_the_content_target_in_the_paintings_colours():
+    painting = torch.rand(1, 3, 40, 32)
+    photo = 0.25 + 0.5 * torch.rand(2, 3, 32, 32)
+    plain, palette = make_loss(), make_loss(content_palette=True)
+    for loss in plain, palette:
+        loss.set_style(painting)
+    m2, c2 = color_stats(painting)
+    recoloured = palette_transfer(photo, m2[0], c2[0])
+    torch.testing.assert_close(palette.content_image(photo), recoloured, atol=1e-5, rtol=0)
+    assert plain.content_image(photo) is photo  # off by default, as in the paper
+    assert palette(recoloured, photo)["content"].item() == pytest.approx(0.0, abs=1e-6)
+    assert plain(recoloured, photo)["content"].item() > 0
+    assert palette(photo, photo)["content"].item() > 0
 
 
 def test_sliced_wasserstein_is_the_squared_distance_between_sorted_projections():

@@ -246,6 +246,64 @@ def test_identity_steps_warm_start_the_net_on_its_photos(cfg_train):
     assert perceptual[0][1] > style_targets and perceptual[0][0] > 10 * identity[-1][0]
 
 
+def test_with_content_palette_the_identity_steps_fit_the_photo_in_the_paintings_colours(
+        cfg_train):
+    """loss.content_palette=true: the identity steps' target is the content target, the photo
+    recoloured to the painting's palette, not the photo."""
+    import torch.nn.functional as F
+    from pytorch_lightning import Callback
+
+    from stylenet.losses import color_stats, palette_transfer
+
+    cfg = cfg_train("data.dataset.n=4", "data.dataset.image_size=32", "data.val_size=1",
+                    "data.batch_size=2", "data.num_preview=1", "model.net.channels=[8,16,32]",
+                    "model.net.num_residual=1", "model.identity_steps=3",
+                    "loss.content_palette=true", "trainer.max_epochs=-1", "trainer.max_steps=3",
+                    "trainer.limit_val_batches=0", "~logger")
+    pairs = []
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            x = batch.float() / 255
+            mean, cov = color_stats(module.style_image)
+            with torch.no_grad():
+                out = module.net(x)
+            self.expected = (F.mse_loss(out, palette_transfer(x, mean[0], cov[0])).item(),
+                             F.mse_loss(out, x).item())
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            pairs.append((float(outputs["loss"]), *self.expected))
+
+    train(cfg, extra_callbacks=[Record()])
+    assert len(pairs) == 3
+    for loss, to_recoloured, to_photo in pairs:
+        assert loss == pytest.approx(to_recoloured, rel=1e-4)
+        assert loss != pytest.approx(to_photo, rel=1e-2)
+
+
+def test_the_style_warmup_lightens_the_first_perceptual_steps(cfg_train):
+    """model.style_warmup_steps: after the identity steps, that many steps at style_warmup_factor
+    times style.style_weight, then the full weight; validation scores with the step's weight."""
+    from pytorch_lightning import Callback
+
+    cfg = cfg_train("data.dataset.n=4", "data.dataset.image_size=32", "data.val_size=1",
+                    "data.batch_size=2", "data.num_preview=1", "model.net.channels=[8,16,32]",
+                    "model.net.num_residual=1", "model.identity_steps=2",
+                    "model.style_warmup_steps=3", "model.style_warmup_factor=0.25",
+                    "style.style_weight=4e9", "trainer.max_epochs=-1", "trainer.max_steps=7",
+                    "trainer.limit_val_batches=0", "~logger")
+    weights = []
+
+    class Record(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            weights.append(module.loss.style_weight)
+
+    train(cfg, extra_callbacks=[Record()])
+    assert weights[2:] == [1e9] * 3 + [4e9] * 2  # the identity steps do not read the loss
+    with pytest.raises(SystemExit, match="style_warmup_factor"):
+        train(cfg_train("model.style_warmup_factor=0", "~logger"))
+
+
 def test_step_checkpoints_are_named_by_the_step_they_hold(cfg_train, tmp_path):
     # Validation logs a "step" metric; a checkpoint saved before a validation must still be
     # named by its own step, not by the previous validation's.
