@@ -328,21 +328,29 @@ def compare(recipe: Path, baseline: Path, out: Path = RESULTS, every: int = 1) -
     """Curves of both runs and side-by-side images at equal wall time (the shorter run's last
     checkpoint). every: judge every n-th checkpoint for the curves (each run's last checkpoint
     and its last one at equal time are always judged); a run's `zoo.py judge` report is used
-    instead where it holds all its checkpoints."""
+    instead where it holds all its checkpoints. The baseline may also be given as its judged
+    report (results/zoo_judge_<painting>_baseline.json) when its run folder is gone: its curve
+    and times come from the report, and the side-by-side shows its model only where the
+    report's checkpoints are still on disk."""
     runs = {"recipe": recipe, "baseline": baseline}
-    clocks = {k: wall_clock(run) for k, run in runs.items()}
-    seconds = {k: {s: seconds_at(clocks[k], s) for s in step_checkpoints(run)}
+    reports = {k: json.loads(run.read_text()) for k, run in runs.items() if run.suffix == ".json"}
+    seconds = {k: ({p["step"]: p["seconds"] for p in reports[k]["points"]} if k in reports else
+                   {s: seconds_at(wall_clock(run), s) for s in step_checkpoints(run)})
                for k, run in runs.items()}
     t = min(max(times.values()) for times in seconds.values())
     keep = {k: tuple([s for s, sec in times.items() if sec <= t + 1][-1:])
             for k, times in seconds.items()}
-    curves = {k: judged(run, every, keep=keep[k]) for k, run in runs.items()}
+    curves = {k: reports[k] if k in reports else judged(run, every, keep=keep[k])
+              for k, run in runs.items()}
     style = curves["recipe"]["style"]
     out.mkdir(parents=True, exist_ok=True)
     plot(curves, out / f"zoo_{style}_curves.png", f"{style}: held-out loss against wall time "
          "(2-core CPU)")
     picks = {k: at_time(c, t) for k, c in curves.items()}
     models = [(k, Path(c["run"]) / "checkpoints" / picks[k]["file"]) for k, c in curves.items()]
+    for k, model in [m for m in models if not m[1].is_file()]:
+        print(f"{k}: {model} is gone; the side-by-side leaves it out")
+    models = [m for m in models if m[1].is_file()]
     side_by_side([(p, models[::-1]) for p in ("astronaut", "chelsea", "china", "text")],
                  JUDGE_SIZE, out / f"zoo_{style}_side_by_side.jpg")
     report = {"equal_time_seconds": t, "at_equal_time": picks, "curves": curves}
@@ -607,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--every", type=int, default=1, help="every n-th checkpoint")
     c = sub.add_parser("compare", help="curves and images: recipe run against baseline run")
     c.add_argument("recipe", type=Path)
-    c.add_argument("baseline", type=Path)
+    c.add_argument("baseline", type=Path,
+                   help="the baseline's run folder, or its judged report (zoo_judge_*.json)")
     c.add_argument("--out", type=Path, default=RESULTS)
     c.add_argument("--every", type=int, default=1,
                    help="judge every n-th checkpoint for the curves (~1 min each)")

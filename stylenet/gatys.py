@@ -124,8 +124,8 @@ def optimize_image(
         scale = lh / h
         target = TF.resize(content, [lh, lw], antialias=True) if (lh, lw) != (h, w) else content
         loss.set_style(resize_long_side(style, max(1, round(full_style * scale))).unsqueeze(0))
-        with torch.no_grad():  # the photo's features are a fixed target
-            content_feats = loss.features(target.unsqueeze(0))
+        with torch.no_grad():  # the photo's features (or its recoloured copy's) are a fixed target
+            content_feats = loss.features(loss.content_image(target.unsqueeze(0)))
         if image is None:
             if init == "content":
                 start = target.clone()

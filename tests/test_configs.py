@@ -97,3 +97,4 @@ def test_the_zoo_baseline_is_the_reference_loss_on_the_zoo_recipes_data(tmp_path
     assert base.model.identity_steps == 0 and base.model.net.start_grey is False
     assert base.model.style_warmup_steps == ref.model.style_warmup_steps == 0
     assert base.loss.content_palette is ref.loss.content_palette is False
+    assert zoo.loss.content_palette is True and zoo.model.style_warmup_steps > 0

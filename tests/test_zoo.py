@@ -43,9 +43,12 @@ def trained_with_the_recipe(config: dict) -> dict:
     loss, model, data = config["loss"], config["model"], config["data"]
     return {"style_layers": loss["style_layers"], "content_layer": loss["content_layer"],
             "style_scales": loss.get("style_scales", [1.0]),  # files from before there were any
+            "content_palette": loss.get("content_palette", False),
             "vgg": {k: v for k, v in loss["vgg"].items() if k != "layers"},
             "net": model["net"], "optimizer": model["optimizer"], "scheduler": model["scheduler"],
             "identity_steps": model["identity_steps"],
+            "style_warmup": (model.get("style_warmup_steps", 0),
+                             model.get("style_warmup_factor", 1.0)),
             # where the photos are and whether they stay decoded do not change a crop
             "dataset": {k: v for k, v in data["dataset"].items()
                         if k not in ("root", "cache_mb")},
