@@ -162,6 +162,7 @@ class StyleTransferModule(pl.LightningModule):
         compiled=False runs the eager forwards (calling .forward() skips nn.Module.compile):
         validation's batch size and no-grad mode would otherwise recompile the training graph."""
         x = self._to_input(images)
+        self.loss.style_weight = self.style_weight_at(self.global_step)
         if not compiled:
             return self.loss.forward(self.net.forward(x), x)
         return self.loss(self.net(x), x)
@@ -177,11 +178,10 @@ class StyleTransferModule(pl.LightningModule):
 
     def _shared_step(self, images: torch.Tensor, stage: str) -> torch.Tensor:
         train = stage == "train"
-        self.loss.style_weight = self.style_weight_at(self.global_step)
+        terms = self.losses(images, compiled=train)
         if train and self.style_warmup_steps:
             self.log("train/style_weight", self.loss.style_weight, on_step=True,
                      batch_size=len(images))
-        terms = self.losses(images, compiled=train)
         self.log_dict(
             {f"{stage}/{k}": v for k, v in terms.items()},
             on_step=train, on_epoch=not train, batch_size=len(images), sync_dist=not train,
