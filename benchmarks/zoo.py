@@ -71,7 +71,10 @@ photos at 512 px, their own size (checkerboards, stripes or noise push it above 
 0.3; at 1024 px the photos would be upscaled, nearly free of fine detail, and any painted texture
 would pass 2). Periodic share: the part of the output's fine-detail power in isolated spectral
 peaks (a dot checker, a weave or stripes; `benchmarks/judge.py`), mean over the same photos; the
-zoo's bar is at most 0.1, and the photos and the paintings score under 0.05. Wall time: the
+zoo's bar is at most 0.1, and the photos and the paintings score under 0.05. Relative style:
+each layer's style distance over the unchanged photos' own there, the mean over the four layers
+(1: no nearer the painting than the photo; the held-out style sums the layers raw, and relu1_2 is
+~99 % of it, so only this column counts the layers of strokes). Wall time: the
 training run, start to model file, on the CPU named. Written by `python benchmarks/zoo.py
 publish RUN`.
 
@@ -532,9 +535,11 @@ def record_of(name: str, model: Path) -> dict:
     """What the zoo table says of a shipped model, measured on the shipped (fp16) file."""
     _, meta = load_model(model)
     config = yaml.safe_load(meta["config"])
-    judged = score(model, Judge(None, bundled_painting(name)), heldout())
+    judge, photos = Judge(None, bundled_painting(name)), heldout()
+    judged = score(model, judge, photos)
     return {
         "held_out": {"content": judged["content"], "style": judged["style"],
+                     "style_relative": relative_style(judged, own_distance(judge, photos)),
                      "high_freq_ratio": judged["high_freq_ratio"],
                      "periodic_share": judged["periodic_share"],
                      "photos": {k: {"content": v["content"], "style": v["style"]}
