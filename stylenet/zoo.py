@@ -42,8 +42,8 @@ def table(recs: dict[str, dict[str, Any]] | None = None) -> str:
     benchmarks/zoo.py publish; a test checks they agree)."""
     recs = records() if recs is None else recs
     rows = ["| model | painting | training command | steps | wall time, CPU | style weight, "
-            "size | held-out content / style | relative style | high-freq. ratio | periodic share | "
-            "sample |",
+            "size | held-out content / style | relative style | high-freq. ratio | "
+            "periodic share | sample |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in recs.items():
         judged = r["held_out"]
