@@ -591,9 +591,18 @@ def rescore() -> dict:
 
 
 def write_records(records: dict) -> None:
-    """zoo.json (sorted by name) and the zoo's README table written from it."""
-    zoo.RECORDS.write_text(json.dumps(dict(sorted(records.items())), indent=1) + "\n")
-    (ZOO / "README.md").write_text(ZOO_README.format(table=zoo.table()) + "\n")
+    """zoo.json (sorted by name) and the zoo's README table written from it. The table is made
+    first: a record that lacks one of its fields (written before the judge gained a score) stops
+    here with nothing written, and `zoo.py rescore` mends it."""
+    records = dict(sorted(records.items()))
+    try:
+        readme = ZOO_README.format(table=zoo.table(records)) + "\n"
+    except KeyError as e:
+        raise SystemExit(f"{zoo.RECORDS}: a record lacks {e}: run `python benchmarks/zoo.py "
+                         "rescore`, then this command again; the records were left as they "
+                         "were") from None
+    zoo.RECORDS.write_text(json.dumps(records, indent=1) + "\n")
+    (ZOO / "README.md").write_text(readme)
 
 
 def readme_picture(out: Path = ROOT / "docs" / "zoo.jpg") -> Path:

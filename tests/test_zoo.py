@@ -141,6 +141,24 @@ def test_the_zoo_table_is_written_from_the_records():
             assert f"| `{name}` |" in readme
 
 
+def test_a_record_missing_a_table_field_stops_publishing_with_the_records_untouched(
+        tmp_path, monkeypatch):
+    records = {"a": {"painting": "A", "command": "python train.py", "steps": 1,
+                     "wall_minutes": 1.0, "cpu": "cpu", "style_weight": 1.0, "style_size": 512,
+                     "sample": "docs/zoo/a.jpg",
+                     "held_out": {"content": 1.0, "style": 2.0, "style_relative": 0.5,
+                                  "high_freq_ratio": 1.0, "periodic_share": 0.0}}}
+    monkeypatch.setattr(zoo, "RECORDS", tmp_path / "zoo.json")
+    monkeypatch.setattr(zoo_tool, "ZOO", tmp_path)
+    zoo_tool.write_records(records)
+    assert zoo.records() == records and "| `a` |" in (tmp_path / "README.md").read_text()
+    old = {"b": json.loads(json.dumps(records["a"]))}
+    del old["b"]["held_out"]["style_relative"]  # a record from before the judge gained it
+    with pytest.raises(SystemExit, match="zoo.json: a record lacks 'style_relative': run"):
+        zoo_tool.write_records({**records, **old})
+    assert zoo.records() == records
+
+
 def test_the_colour_control_takes_the_paintings_mean_and_covariance():
     """zoo.py controls: the photo recoloured to the painting's palette. Away from the 0..1 clamp,
     its RGB mean and covariance are the painting's, and its structure is the photo's."""
