@@ -425,7 +425,10 @@ def scale(name: str) -> list[dict]:
 
 def recoloured(photo: torch.Tensor, painting: torch.Tensor) -> torch.Tensor:
     """The photo with the painting's colour distribution: its RGB mean and 3x3 covariance mapped
-    onto the painting's (a linear colour transfer; no brushwork, no network)."""
+    onto the painting's (a linear colour transfer; no brushwork, no network). Written here on
+    purpose, and a different map from the training's content target
+    (`stylenet.losses.palette_transfer`, the optimal transport map): the control shares no code
+    with what it controls, as the judge shares none with the training's loss."""
     x, p = photo.reshape(3, -1).double(), painting.reshape(3, -1).double()
 
     def power(cov: torch.Tensor, exponent: float) -> torch.Tensor:
