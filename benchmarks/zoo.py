@@ -327,14 +327,16 @@ def side_by_side(rows: list[tuple[str, list[tuple[str, Path]]]], size: int, path
     return path
 
 
-def compare(recipe: Path, baseline: Path, out: Path = RESULTS, every: int = 1) -> dict:
+def compare(recipe: Path, baseline: Path, out: Path = RESULTS, every: int = 1,
+            finals: dict[str, Path] | None = None) -> dict:
     """Curves of both runs and side-by-side images at equal wall time (the shorter run's last
     checkpoint). every: judge every n-th checkpoint for the curves (each run's last checkpoint
     and its last one at equal time are always judged); a run's `zoo.py judge` report is used
-    instead where it holds all its checkpoints. The baseline may also be given as its judged
-    report (results/zoo_judge_<painting>_baseline.json) when its run folder is gone: its curve
+    instead where it holds all its checkpoints. Either run may also be given as its judged
+    report (results/zoo_judge_<painting>_<run>.json) when its run folder is gone: its curve
     and times come from the report, and the side-by-side shows its model only where the
-    report's checkpoints are still on disk."""
+    report's checkpoints are still on disk, or, when it is picked at its last step, the model
+    file `finals` names for it ("recipe" or "baseline": e.g. the shipped file of the run)."""
     runs = {"recipe": recipe, "baseline": baseline}
     reports = {k: json.loads(run.read_text()) for k, run in runs.items() if run.suffix == ".json"}
     seconds = {k: ({p["step"]: p["seconds"] for p in reports[k]["points"]} if k in reports else
@@ -351,6 +353,11 @@ def compare(recipe: Path, baseline: Path, out: Path = RESULTS, every: int = 1) -
          "(2-core CPU)")
     picks = {k: at_time(c, t) for k, c in curves.items()}
     models = [(k, Path(c["run"]) / "checkpoints" / picks[k]["file"]) for k, c in curves.items()]
+    for k, final in (finals or {}).items():
+        if picks[k]["step"] != curves[k]["points"][-1]["step"]:
+            raise SystemExit(f"{final}: the {k} is picked at step {picks[k]['step']}, not at its "
+                             "last step, so its final model cannot stand for it; drop --final")
+        models = [(name, final if name == k else m) for name, m in models]
     for k, model in [m for m in models if not m[1].is_file()]:
         print(f"{k}: {model} is gone; the side-by-side leaves it out")
     models = [m for m in models if m[1].is_file()]
@@ -637,6 +644,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, default=RESULTS)
     c.add_argument("--every", type=int, default=1,
                    help="judge every n-th checkpoint for the curves (~1 min each)")
+    c.add_argument("--final", action="append", default=[], metavar="SIDE=MODEL",
+                   help="the model a side's last step saved, for the side-by-side where its run "
+                   "folder is gone, e.g. recipe=stylenet/models/great_wave.pt")
     n = sub.add_parser("nets", help="final models of runs of one recipe against a reference run")
     n.add_argument("reference", type=Path)
     n.add_argument("others", nargs="+", type=Path)
@@ -672,7 +682,10 @@ def main(argv: list[str] | None = None) -> int:
             path = report_path(report["style"], run)
             path.write_text(json.dumps(report, indent=1))
     elif a.cmd == "compare":
-        compare(a.recipe, a.baseline, a.out, a.every)
+        finals = dict(f.split("=", 1) for f in a.final if "=" in f)
+        if len(finals) != len(a.final) or not set(finals) <= {"recipe", "baseline"}:
+            p.error(f"--final {a.final}: SIDE is recipe or baseline")
+        compare(a.recipe, a.baseline, a.out, a.every, {k: Path(v) for k, v in finals.items()})
     elif a.cmd == "nets":
         nets(a.reference, a.others, a.out)
     elif a.cmd == "scale":

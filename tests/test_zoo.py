@@ -227,6 +227,43 @@ def test_compare_reuses_a_judged_report_only_while_it_holds_every_checkpoint(tmp
     assert zoo_tool.judged(run) is fresh
 
 
+def test_compare_shows_a_gone_runs_final_model_only_where_it_is_picked_at_its_last_step(
+        tmp_path, monkeypatch):
+    """zoo.py compare --final recipe=<shipped file>: the recipe's run folder is gone, its judged
+    report and its final model are not; the side-by-side shows that model beside the
+    baseline's checkpoint at equal time, and refuses it where the pick is not the last step."""
+    def report(name, seconds, folder):
+        return {"run": str(folder), "style": "great_wave",
+                "points": [{"step": 100 * (i + 1), "seconds": t, "content": 1.0, "style": 1.0,
+                            "high_freq_ratio": 1.0, "file": f"step{100 * (i + 1):07d}.ckpt"}
+                           for i, t in enumerate(seconds)]}
+
+    baseline_run = tmp_path / "baseline"
+    (baseline_run / "checkpoints").mkdir(parents=True)
+    for step in (100, 200, 300):
+        (baseline_run / "checkpoints" / f"step{step:07d}.ckpt").write_bytes(b"")
+    shipped = tmp_path / "great_wave.pt"
+    shipped.write_bytes(b"")
+    paths = {}
+    for name, seconds, folder in (("recipe", [90.0, 180.0], tmp_path / "gone"),
+                                  ("baseline", [100.0, 170.0, 260.0], baseline_run)):
+        paths[name] = tmp_path / f"zoo_judge_great_wave_{name}.json"
+        paths[name].write_text(json.dumps(report(name, seconds, folder)))
+    shown = []
+    monkeypatch.setattr(zoo_tool, "plot", lambda *a: None)
+    monkeypatch.setattr(zoo_tool, "side_by_side", lambda rows, *a: shown.append(rows[0][1]))
+    out = tmp_path / "out"
+    zoo_tool.compare(paths["recipe"], paths["baseline"], out, finals={"recipe": shipped})
+    # equal time: the recipe's last point (180 s), the baseline's step 200 (170 s)
+    assert shown[-1] == [("baseline", baseline_run / "checkpoints" / "step0000200.ckpt"),
+                         ("recipe", shipped)]
+    zoo_tool.compare(paths["recipe"], paths["baseline"], out)
+    assert shown[-1] == [("baseline", baseline_run / "checkpoints" / "step0000200.ckpt")]
+    with pytest.raises(SystemExit, match="step 200, not at its last step"):
+        zoo_tool.compare(paths["recipe"], paths["baseline"], out,
+                         finals={"baseline": shipped})
+
+
 def test_the_optimum_optimises_each_photo_on_the_training_loss_and_judges_it(tmp_path,
                                                                               monkeypatch):
     """zoo.py optimum: a validation photo's pixels optimised on the recipe's loss (its painting,
