@@ -11,6 +11,7 @@ against wall time, and publish a finished run as a shipped model with its record
     python benchmarks/zoo.py relative results/zoo_judge_*.json   # every layer counted (below)
     python benchmarks/zoo.py optimum great_wave style.style_weight=7e8   # what the loss asks
                                                # for, with no net (L-BFGS per photo)
+    python benchmarks/zoo.py moments shipwreck_minotaur MODEL...   # Gram or covariance matched
 
 Scores come from benchmarks/judge.py (imports nothing from stylenet): content and style loss of
 each held-out photo of data/heldout/ (8 photos, 512 px on the long side) against the run's
@@ -462,6 +463,49 @@ def controls(name: str) -> dict:
     return rows
 
 
+def moments(name: str, models: tuple[Path, ...]) -> dict:
+    """Whether a model's outputs match the painting's texture or only its mean activations: at
+    each layer, the distance of its outputs from the painting between Gram matrices (the judge's)
+    and between covariances (each channel's mean taken out first), each over the held-out
+    photos' own distance (1: no nearer the painting than the photo), and the part of the
+    painting's Gram that its covariance is (Frobenius norms)."""
+    painting, photos = bundled_painting(name), heldout()
+    judge = Judge(None, painting)
+
+    def grams(image: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        out = {}
+        for layer, f in judge.features(image).items():
+            if layer in reference.STYLE_LAYERS:
+                centred = f - f.mean((2, 3), keepdim=True)
+                out[layer] = reference.gram(f), reference.gram(centred)
+        return out
+
+    def distances(make) -> dict[str, tuple[float, float]]:
+        sums = {k: [0.0, 0.0] for k in target}
+        for x in photos.values():
+            for k, (g, c) in grams(make(x)).items():
+                sums[k][0] += float(((g - target[k][0]) ** 2).mean()) / len(photos)
+                sums[k][1] += float(((c - target[k][1]) ** 2).mean()) / len(photos)
+        return sums
+
+    with torch.no_grad():
+        target = grams(painting)
+        own = distances(lambda x: x)
+        rows = {"painting's covariance over its Gram": {
+            k: float(c.norm() / g.norm()) for k, (g, c) in target.items()}}
+        for model in models:
+            stylizer = Stylizer(model, device="cpu", precision="fp32")
+            d = distances(stylizer)
+            rows[str(model)] = {k: {"gram": d[k][0] / own[k][0], "covariance": d[k][1] / own[k][1]}
+                                for k in d}
+    for label, row in rows.items():
+        print(label)
+        for layer, v in row.items():
+            print(f"  {layer}: " + (f"{v:.3f}" if isinstance(v, float) else
+                                    f"gram {v['gram']:.3f}  covariance {v['covariance']:.3f}"))
+    return rows
+
+
 def validation_photos(root: str | Path, count: int,
                       size: int = JUDGE_SIZE) -> dict[str, torch.Tensor]:
     """A training run's validation photos: the last `count` of its folder, listed as its data
@@ -665,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     rel = sub.add_parser("relative", help="add the style relative to the photos' own, layer by "
                          "layer, to judged JSONs (results/zoo_judge_*.json) and print it")
     rel.add_argument("reports", nargs="+", type=Path)
+    mo = sub.add_parser("moments", help="a model's style distance by layer, Gram matrices "
+                        "against covariances (each channel's mean taken out), over the photos'")
+    mo.add_argument("painting", help="a bundled painting's name, e.g. shipwreck_minotaur")
+    mo.add_argument("models", nargs="+", type=Path, help="model files or checkpoints")
     op = sub.add_parser("optimum", help="what a training loss asks for, with no net: the "
                         "validation photos optimised on it (L-BFGS from the photo), judged")
     op.add_argument("painting", help="a bundled painting's name, e.g. great_wave")
@@ -693,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "controls":
         for name in a.paintings:
             controls(name)
+    elif a.cmd == "moments":
+        moments(a.painting, tuple(a.models))
     elif a.cmd == "optimum":
         optimum(a.painting, a.experiment, a.overrides, a.iterations, tuple(a.models), a.out)
     elif a.cmd == "relative":

@@ -300,3 +300,22 @@ def test_the_optimum_is_judged_as_the_image_a_user_would_get(tmp_path, monkeypat
     got = report["outputs"]["cpu_baseline"]["chelsea"]
     assert got["style"] == pytest.approx(expected["style"], rel=1e-5)
     assert got["content"] == pytest.approx(expected["content"], rel=1e-5)
+
+
+def test_moments_measure_gram_and_covariance_distances_over_the_photos_own(monkeypatch):
+    """zoo.py moments: a model that gives the photos back scores 1 at every layer on both
+    measures, one that paints the painting itself scores 0; the covariance, the Gram without
+    each channel's mean, is a part of the painting's Gram."""
+    painting = zoo_tool.bundled_painting("shipwreck_minotaur", 64)
+    size = list(painting.shape[-2:])
+    photos = {n: zoo_tool.TF.resize(zoo_tool.load_tensor(ROOT / "data" / "heldout" / f"{n}.jpg"),
+                                    size, antialias=True) for n in ("chelsea", "text")}
+    monkeypatch.setattr(zoo_tool, "bundled_painting", lambda name: painting)
+    monkeypatch.setattr(zoo_tool, "heldout", lambda: photos)
+    models = {"same": lambda x: x, "painting": lambda x: painting}
+    monkeypatch.setattr(zoo_tool, "Stylizer", lambda model, **_: models[str(model)])
+    rows = zoo_tool.moments("shipwreck_minotaur", ("same", "painting"))
+    for layer in zoo_tool.reference.STYLE_LAYERS:
+        assert 0 < rows["painting's covariance over its Gram"][layer] < 1
+        assert rows["same"][layer] == pytest.approx({"gram": 1.0, "covariance": 1.0})
+        assert rows["painting"][layer] == pytest.approx({"gram": 0.0, "covariance": 0.0}, abs=1e-9)
