@@ -480,7 +480,7 @@ def moments(name: str, models: tuple[Path, ...]) -> dict:
                 out[layer] = reference.gram(f), reference.gram(centred)
         return out
 
-    def distances(make) -> dict[str, tuple[float, float]]:
+    def distances(make, target: dict) -> dict[str, list[float]]:
         sums = {k: [0.0, 0.0] for k in target}
         for x in photos.values():
             for k, (g, c) in grams(make(x)).items():
@@ -490,12 +490,12 @@ def moments(name: str, models: tuple[Path, ...]) -> dict:
 
     with torch.no_grad():
         target = grams(painting)
-        own = distances(lambda x: x)
+        own = distances(lambda x: x, target)
         rows = {"painting's covariance over its Gram": {
             k: float(c.norm() / g.norm()) for k, (g, c) in target.items()}}
         for model in models:
             stylizer = Stylizer(model, device="cpu", precision="fp32")
-            d = distances(stylizer)
+            d = distances(stylizer, target)
             rows[str(model)] = {k: {"gram": d[k][0] / own[k][0], "covariance": d[k][1] / own[k][1]}
                                 for k in d}
     for label, row in rows.items():
