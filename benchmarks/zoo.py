@@ -12,6 +12,7 @@ against wall time, and publish a finished run as a shipped model with its record
     python benchmarks/zoo.py optimum great_wave style.style_weight=7e8   # what the loss asks
                                                # for, with no net (L-BFGS per photo)
     python benchmarks/zoo.py moments shipwreck_minotaur MODEL...   # Gram or covariance matched
+    python benchmarks/zoo.py hf [MODEL...] --sizes 512 1024   # high-frequency ratio by photo size
 
 Scores come from benchmarks/judge.py (imports nothing from stylenet): content and style loss of
 each held-out photo of data/heldout/ (8 photos, 512 px on the long side) against the run's
@@ -45,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import reference  # noqa: E402
-from judge import Judge, high_frequency_energy  # noqa: E402
+from judge import HF_RANGE, Judge, high_frequency_energy  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
 from stylenet.image import image_grid, label_draw, list_images, load_tensor, to_pil  # noqa: E402
@@ -506,6 +507,32 @@ def moments(name: str, models: tuple[Path, ...]) -> dict:
     return rows
 
 
+def hf_by_size(models: tuple[str | Path, ...], sizes: tuple[int, ...] = (JUDGE_SIZE, 1024)
+               ) -> dict:
+    """The judge's high-frequency ratio of models (shipped names or model files; none: every
+    shipped model) on the held-out photos at each long side in `sizes`: the mean over the photos,
+    their range, and whether the mean is within the bar (judge.HF_RANGE). Above 512 px the photos
+    are upscaled from 512 px, so their own fine detail is missing and a painted texture counts
+    against little (benchmarks/NOTES.md, "the high-frequency ratio at 512 and 1024 px")."""
+    models = models or tuple(zoo.records())
+    rows: dict[str, dict] = {}
+    for size in sizes:
+        photos = heldout(size)
+        for model in models:
+            stylizer = Stylizer(model, device="cpu", precision="fp32")
+            with torch.no_grad():
+                ratios = [float(high_frequency_energy(stylizer(x)[None])
+                                / high_frequency_energy(x[None])) for x in photos.values()]
+            mean = statistics.fmean(ratios)
+            rows.setdefault(str(model), {})[size] = r = {
+                "mean": mean, "min": min(ratios), "max": max(ratios),
+                "within": HF_RANGE[0] <= mean <= HF_RANGE[1]}
+            print(f"{model} at {size} px: hf {mean:.2f} ({r['min']:.2f}-{r['max']:.2f} by photo), "
+                  f"{'within' if r['within'] else 'outside'} {HF_RANGE[0]}-{HF_RANGE[1]}",
+                  flush=True)
+    return rows
+
+
 def validation_photos(root: str | Path, count: int,
                       size: int = JUDGE_SIZE) -> dict[str, torch.Tensor]:
     """A training run's validation photos: the last `count` of its folder, listed as its data
@@ -722,6 +749,11 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--models", nargs="*", type=Path, default=[],
                     help="model files or checkpoints to run on the same photos")
     op.add_argument("--out", type=Path, default=RESULTS)
+    hf = sub.add_parser("hf", help="the high-frequency ratio of models on the held-out photos "
+                        "at each size (upscaled above 512 px)")
+    hf.add_argument("models", nargs="*", help="shipped names or model files (default: every "
+                    "shipped model)")
+    hf.add_argument("--sizes", nargs="+", type=int, default=[JUDGE_SIZE, 1024])
     a = p.parse_args(argv)
     if a.cmd == "judge":
         for run in a.runs:
@@ -745,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
         moments(a.painting, tuple(a.models))
     elif a.cmd == "optimum":
         optimum(a.painting, a.experiment, a.overrides, a.iterations, tuple(a.models), a.out)
+    elif a.cmd == "hf":
+        hf_by_size(tuple(a.models), tuple(a.sizes))
     elif a.cmd == "relative":
         for path in a.reports:
             add_relative(path)

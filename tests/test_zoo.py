@@ -319,3 +319,33 @@ def test_moments_measure_gram_and_covariance_distances_over_the_photos_own(monke
         assert 0 < rows["painting's covariance over its Gram"][layer] < 1
         assert rows["same"][layer] == pytest.approx({"gram": 1.0, "covariance": 1.0})
         assert rows["painting"][layer] == pytest.approx({"gram": 0.0, "covariance": 0.0}, abs=1e-9)
+
+
+def test_hf_by_size_scores_each_model_on_the_photos_at_every_size(monkeypatch):
+    """zoo.py hf: a model that gives the photo back scores 1 at every size, a blur under the
+    bar's floor and a fine checker over its ceiling; the photos are loaded at each size asked."""
+    full = {n: zoo_tool.load_tensor(ROOT / "data" / "heldout" / f"{n}.jpg", max_side=96)
+            for n in ("chelsea", "text")}
+    sizes = []
+
+    def heldout(size):
+        sizes.append(size)
+        return {n: zoo_tool.TF.resize(x, size, antialias=True) for n, x in full.items()}
+
+    def checker(x):
+        ii, jj = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]),
+                                indexing="ij")
+        return (x + 0.2 * ((ii + jj) % 2 - 0.5)).clamp(0, 1)
+
+    models = {"same": lambda x: x, "blur": lambda x: zoo_tool.TF.gaussian_blur(x, [9, 9], [3, 3]),
+              "checker": checker}
+    monkeypatch.setattr(zoo_tool, "heldout", heldout)
+    monkeypatch.setattr(zoo_tool, "Stylizer", lambda model, **_: models[str(model)])
+    rows = zoo_tool.hf_by_size(("same", "blur", "checker"), (48, 80))
+    assert sizes == [48, 80]
+    for size in (48, 80):
+        assert rows["same"][size] == {"mean": pytest.approx(1.0), "min": pytest.approx(1.0),
+                                      "max": pytest.approx(1.0), "within": True}
+        assert rows["blur"][size]["mean"] < HF_RANGE[0] and not rows["blur"][size]["within"]
+        assert rows["checker"][size]["mean"] > HF_RANGE[1] and not rows["checker"][size]["within"]
+        assert rows["blur"][size]["min"] <= rows["blur"][size]["mean"] <= rows["blur"][size]["max"]
