@@ -513,7 +513,7 @@ def hf_by_size(models: tuple[str | Path, ...], sizes: tuple[int, ...] = (JUDGE_S
     shipped model) on the held-out photos at each long side in `sizes`: the mean over the photos,
     their range, and whether the mean is within the bar (judge.HF_RANGE). Above 512 px the photos
     are upscaled from 512 px, so their own fine detail is missing and a painted texture counts
-    against little (benchmarks/NOTES.md, "the high-frequency ratio at 512 and 1024 px")."""
+    against little (benchmarks/NOTES.md: "The zoo's high-frequency ratio is measured at 512 px")."""
     models = models or tuple(zoo.records())
     rows: dict[str, dict] = {}
     for size in sizes:
