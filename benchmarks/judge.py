@@ -53,6 +53,11 @@ def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
     return lap.pow(2).mean(dim=(1, 2))
 
 
+def high_frequency_ratio(photo: torch.Tensor, image: torch.Tensor) -> float:
+    """An image's high-frequency energy over its photo's: both (3, H, W) in 0..1."""
+    return float(high_frequency_energy(image[None]) / high_frequency_energy(photo[None]))
+
+
 # How much of a stylized photo's fine detail is periodic: the CPU baselines' dot checker, woven
 # cross-hatch and relief score 0.27-0.56, the held-out photos 0.007 on average (0.045 at most:
 # the pagoda's railings), the four paintings 0 (benchmarks/NOTES.md, "Periodic share").
@@ -138,7 +143,7 @@ class Judge:
         content = F.mse_loss(out[reference.CONTENT_LAYER], ref[reference.CONTENT_LAYER])
         layers = {k: STYLE_WEIGHT * float(F.mse_loss(reference.gram(out[k]), self.style_grams[k]))
                   for k in reference.STYLE_LAYERS}
-        hf = high_frequency_energy(stylized[None]) / high_frequency_energy(photo[None])
         return {"content": CONTENT_WEIGHT * float(content), "style": sum(layers.values()),
-                "high_freq_ratio": float(hf), "periodic_share": periodic_share(stylized),
+                "high_freq_ratio": high_frequency_ratio(photo, stylized),
+                "periodic_share": periodic_share(stylized),
                 **{f"style_{k}": v for k, v in layers.items()}}

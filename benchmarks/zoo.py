@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import reference  # noqa: E402
-from judge import HF_RANGE, Judge, high_frequency_energy  # noqa: E402
+from judge import HF_RANGE, Judge, high_frequency_ratio  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
 from stylenet.image import image_grid, label_draw, list_images, load_tensor, to_pil  # noqa: E402
@@ -424,8 +424,7 @@ def scale(name: str) -> list[dict]:
     rows = []
     for label, image in variants.items():
         s = judge(image, image)  # as its own photo: only the style against the painting counts
-        s["high_freq_ratio"] = float(high_frequency_energy(image[None])
-                                     / high_frequency_energy(painting[None]))
+        s["high_freq_ratio"] = high_frequency_ratio(painting, image)
         rows.append({"variant": label, **{k: s[k] for k in STYLE_KEYS if k != "content"}})
         print(f"{name} {label:<22} style {s['style']:8.1f}  by layer {by_layer(s, 7)}  "
               f"hf {s['high_freq_ratio']:.2f} (of the painting's)")
@@ -515,16 +514,15 @@ def hf_by_size(models: tuple[str | Path, ...], sizes: tuple[int, ...] = (JUDGE_S
     are upscaled from 512 px, so their own fine detail is missing and a painted texture counts
     against little (benchmarks/NOTES.md: "The zoo's high-frequency ratio is measured at 512 px")."""
     models = models or tuple(zoo.records())
+    stylizers = {str(m): Stylizer(m, device="cpu", precision="fp32") for m in models}
     rows: dict[str, dict] = {}
     for size in sizes:
         photos = heldout(size)
-        for model in models:
-            stylizer = Stylizer(model, device="cpu", precision="fp32")
+        for model, stylizer in stylizers.items():
             with torch.no_grad():
-                ratios = [float(high_frequency_energy(stylizer(x)[None])
-                                / high_frequency_energy(x[None])) for x in photos.values()]
+                ratios = [high_frequency_ratio(x, stylizer(x)) for x in photos.values()]
             mean = statistics.fmean(ratios)
-            rows.setdefault(str(model), {})[size] = r = {
+            rows.setdefault(model, {})[size] = r = {
                 "mean": mean, "min": min(ratios), "max": max(ratios),
                 "within": HF_RANGE[0] <= mean <= HF_RANGE[1]}
             print(f"{model} at {size} px: hf {mean:.2f} ({r['min']:.2f}-{r['max']:.2f} by photo), "
