@@ -81,6 +81,13 @@ def check_run(cfg: DictConfig) -> None:
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise SystemExit(f"trainer.accelerator={accelerator}, but this machine has no CUDA GPU: "
                          "train on the CPU with trainer=cpu (or try debug=default)")
+    precision = str(OmegaConf.select(cfg, "trainer.precision"))
+    on_cpu = accelerator == "cpu" or (accelerator in (None, "auto")
+                                      and not torch.cuda.is_available())
+    if precision.startswith("bf16-true") and on_cpu:
+        raise SystemExit("trainer.precision=bf16-true on the CPU: it has no native bf16 here and "
+                         "runs ~50x slower than fp32; train there with trainer.precision=32-true, "
+                         "or on a GPU (trainer=gpu)")
     lr = OmegaConf.select(cfg, "model.optimizer.lr")
     if lr is not None and not lr > 0:
         raise SystemExit(f"model.optimizer.lr={lr} must be > 0: the reference recipe uses 1e-3")

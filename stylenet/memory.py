@@ -28,6 +28,11 @@ class SyntheticImages(Dataset):
         stripes = 0.25 * torch.sin(2 * math.pi * freq * (x + 0.5 * y))
         self.images = ((smooth + stripes).clamp(0, 1) * 255).round().to(torch.uint8)
 
+    @property
+    def image_size(self) -> int:
+        """The side of the square images served (PhotoFolder's crop size)."""
+        return self.images.shape[-1]
+
     def __len__(self) -> int:
         return len(self.images)
 

@@ -17,7 +17,7 @@ from typing_extensions import override
 
 from stylenet.image import ImageError, image_grid, load_tensor
 from stylenet.losses import PerceptualLoss
-from stylenet.transformer import TransformerNet
+from stylenet.transformer import TransformerNet, macs_per_pixel
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 # H100 and saves 3-6 ms a step, so it pays back after roughly 7,000-25,000 steps. A 2000-step run
 # stays eager (never slower for compiling); the paper's two COCO epochs (41,000 steps) compile.
 COMPILE_MIN_STEPS = 10_000
+# On the CPU (a 2-core Xeon, benchmarks/NOTES.md, "The CPU training step"): compiling the
+# transformer (inductor's C++ kernels fuse its padding, norms and ReLUs) saves 0.74 s of its 2.3 s
+# forward and backward at 256 px crops, batch 4 (the paper's net: 40 G multiply-adds a step
+# forward), 65 ms at 128 px (10 G) and nothing on the lite and small nets, for a warm-up of
+# 35-95 s. So compile=None compiles it on the CPU only where it pays back quickly: a forward of
+# at least CPU_COMPILE_MIN_MACS a step, for at least CPU_COMPILE_MIN_STEPS steps. The loss
+# network stays eager there (compiled: 0.1 s a step for ~20 s of warm-up per graph).
+CPU_COMPILE_MIN_MACS = 20e9
+CPU_COMPILE_MIN_STEPS = 200
 # TensorBoard's HParams tab compares runs by these, copied from the validation losses.
 HPARAM_METRICS = {"hp/val_content": "val/content", "hp/val_style": "val/style",
                   "hp/val_total": "val/total"}
@@ -59,7 +68,8 @@ class StyleTransferModule(pl.LightningModule):
     run_config: the resolved training config, kept in the model file. identity_steps: steps
     fitting the net to give its photos back before the perceptual loss. style_warmup_steps: the
     first perceptual steps, at style_warmup_factor times the style weight. channels_last, compile:
-    None is on when training on CUDA (compile: for runs of COMPILE_MIN_STEPS or more).
+    None picks what is fastest where the run trains (apply_speedups()); True or False sets both
+    nets.
     """
 
     def __init__(
@@ -98,8 +108,9 @@ class StyleTransferModule(pl.LightningModule):
                              "be >= 0 and the factor in (0, 1], e.g. 600 and 0.25")
         self.style_warmup_steps, self.style_warmup_factor = style_warmup_steps, style_warmup_factor
         self.full_style_weight = loss.style_weight
-        self.channels_last = channels_last
-        self.compile = compile
+        self.channels_last = channels_last  # resolved: the transformer's layout and compile;
+        self.compile = compile  # the loss network's follow in loss_channels_last, compile_loss
+        self.loss_channels_last = self.compile_loss = None
         self.compile_mode = compile_mode
         self.compile_backend = compile_backend
         self.preview: torch.Tensor | None = None  # (P, 3, S, S) uint8, from the datamodule
@@ -107,39 +118,69 @@ class StyleTransferModule(pl.LightningModule):
     @override
     def setup(self, stage: str) -> None:
         # setup() runs before Lightning moves the module, so ask the strategy where it will run.
-        # The datamodule is set up by now, so the run's length is known.
+        # The datamodule is set up by now, so the run's length and its batches' size are known.
         self.apply_speedups(self.trainer.strategy.root_device.type,
-                            self.trainer.estimated_stepping_batches)
+                            self.trainer.estimated_stepping_batches,
+                            self.forward_macs(self.trainer.datamodule))
 
-    def apply_speedups(self, device_type: str, steps: float = math.inf) -> None:
-        """Resolve the None ("auto") switches for `device_type` and a run of `steps` optimizer
-        steps, and apply them; idempotent."""
-        on_cuda = device_type == "cuda"
+    def forward_macs(self, datamodule) -> float:
+        """The transformer's multiply-adds in one training step's forward, from the datamodule's
+        batch size and crop size (0 when it does not say them)."""
+        batch = getattr(datamodule, "batch_size", None)
+        crop = getattr(getattr(datamodule, "dataset", None), "image_size", None)
+        if not batch or not crop:
+            return 0.0
+        return macs_per_pixel(self.net, 32) * batch * crop**2
+
+    def apply_speedups(self, device_type: str, steps: float = math.inf,
+                       forward_macs: float = 0.0) -> None:
+        """Resolve the None ("auto") switches for `device_type`, a run of `steps` optimizer
+        steps and a transformer forward of `forward_macs` multiply-adds a step, and apply them;
+        idempotent. On CUDA: both nets in channels_last, compiled for runs of COMPILE_MIN_STEPS
+        or more. On the CPU: the loss network in channels_last (1.35x faster there; the
+        transformer is slower in it), the transformer compiled where CPU_COMPILE_MIN_MACS and
+        CPU_COMPILE_MIN_STEPS say it pays back. True or False sets both nets."""
+        on_cuda, on_cpu = device_type == "cuda", device_type == "cpu"
+        if self.loss_channels_last is None:  # from the switches as given, before they resolve
+            layout, compile_ = self.channels_last, self.compile
+            self.loss_channels_last = (on_cuda or on_cpu) if layout is None else layout
+            self.compile_loss = (on_cuda and steps >= COMPILE_MIN_STEPS) if compile_ is None \
+                else compile_
         if self.channels_last is None:
             self.channels_last = on_cuda
         if self.compile is None:
-            self.compile = on_cuda and steps >= COMPILE_MIN_STEPS
-            if on_cuda and not self.compile:
-                log.info("compile: off for a %d-step run, shorter than the %d steps compiling "
-                         "takes to pay back its warm-up (model.compile=true forces it)",
-                         steps, COMPILE_MIN_STEPS)
+            if on_cpu:
+                self.compile = (forward_macs >= CPU_COMPILE_MIN_MACS
+                                and steps >= CPU_COMPILE_MIN_STEPS)
+            else:
+                self.compile = on_cuda and steps >= COMPILE_MIN_STEPS
+                if on_cuda and not self.compile:
+                    log.info("compile: off for a %d-step run, shorter than the %d steps "
+                             "compiling takes to pay back its warm-up (model.compile=true "
+                             "forces it)", steps, COMPILE_MIN_STEPS)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if self.loss_channels_last:
             self.loss.vgg.to(memory_format=torch.channels_last)
-        if self.compile and not getattr(self, "_compiled", False):
+        if not getattr(self, "_compiled", False):
             # nn.Module.compile() compiles in place: state_dict keys stay free of `_orig_mod.`,
             # so checkpoints and model files are the same with and without compile.
-            self.net.compile(mode=self.compile_mode, backend=self.compile_backend)
-            self.loss.compile(mode=self.compile_mode, backend=self.compile_backend)
+            if self.compile:
+                self.net.compile(mode=self.compile_mode, backend=self.compile_backend)
+            if self.compile_loss:
+                self.loss.compile(mode=self.compile_mode, backend=self.compile_backend)
             self._compiled = True
-        log.info("speed switches on %s: channels_last=%s compile=%s (mode %s)",
-                 device_type, self.channels_last, self.compile, self.compile_mode or "default")
+        log.info("speed switches on %s: transformer channels_last=%s compile=%s, loss network "
+                 "channels_last=%s compile=%s (mode %s)", device_type, self.channels_last,
+                 self.compile, self.loss_channels_last, self.compile_loss,
+                 self.compile_mode or "default")
 
     @override
     def on_fit_start(self) -> None:
         # Style targets are computed once per run, on the training device, in full precision.
         with torch.autocast(self.device.type, enabled=False):
-            self.loss.set_style(self.style_image.to(self.device))
+            vgg_dtype = self.loss.vgg.features[0].weight.dtype  # bf16 under bf16-true
+            self.loss.set_style(self.style_image.to(self.device, vgg_dtype))
         datamodule = self.trainer.datamodule
         if hasattr(datamodule, "preview_images"):
             self.preview = datamodule.preview_images()
@@ -148,8 +189,9 @@ class StyleTransferModule(pl.LightningModule):
             tb.add_image("style", self.style_image[0], 0)
 
     def _to_input(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) on the device -> float 0..1, normalised here, not on the CPU."""
-        x = images.float().div_(255)
+        """uint8 (B, 3, H, W) on the device -> float 0..1 in the net's dtype (bf16 weights under
+        trainer.precision=bf16-true), normalised here, not on the CPU."""
+        x = images.float().div_(255).to(self.net.conv1.conv.weight.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @override
@@ -171,7 +213,8 @@ class StyleTransferModule(pl.LightningModule):
         """The style weight at optimizer step `step`: reduced by style_warmup_factor for the first
         style_warmup_steps perceptual steps (the net first learns the photo in the painting's
         palette at a light style weight; a full weight from the start paints blocks on the
-        output's 4 px lattice, benchmarks/NOTES.md), the full weight after them."""
+        output's 4 px lattice, benchmarks/NOTES.md, "The CPU zoo recipe"), the full weight
+        after them."""
         if step < self.identity_steps + self.style_warmup_steps:
             return self.full_style_weight * self.style_warmup_factor
         return self.full_style_weight

@@ -159,6 +159,19 @@ def test_default_gpu_trainer_without_a_gpu_points_to_trainer_cpu(tmp_path):
         train(cfg)
 
 
+@pytest.mark.parametrize("trainer", ["trainer=cpu", "trainer=default"])
+def test_bf16_true_on_the_cpu_is_refused_in_one_line_before_training(tmp_path, trainer):
+    if trainer == "trainer=default" and torch.cuda.is_available():
+        pytest.skip("accelerator=auto picks the GPU here")
+    cfg = compose_train(tmp_path, ["data=synthetic", "loss.vgg.weights=random", trainer,
+                                   "trainer.precision=bf16-true", "callbacks=no_checkpoints"])
+    with pytest.raises(SystemExit) as e:
+        train(cfg)
+    message = str(e.value)
+    assert "\n" not in message and "32-true" in message and "trainer=gpu" in message
+    assert not (tmp_path / "checkpoints").exists()  # refused before any work
+
+
 # -- style layers --------------------------------------------------------------------------------
 
 def test_style_layers_that_are_not_a_mapping_are_one_line():
