@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import reference  # noqa: E402
-from judge import HF_RANGE, Judge, contrast_ratio, high_frequency_ratio  # noqa: E402
+from judge import HF_RANGE, Judge, contrast_ratio, high_frequency_ratio, paints  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
 from stylenet.image import image_grid, label_draw, list_images, load_tensor, to_pil  # noqa: E402
@@ -73,7 +73,12 @@ photos at 512 px, their own size (checkerboards, stripes or noise push it above 
 0.3; at 1024 px the photos would be upscaled, nearly free of fine detail, and any painted texture
 would pass 2). Periodic share: the part of the output's fine-detail power in isolated spectral
 peaks (a dot checker, a weave or stripes; `benchmarks/judge.py`), mean over the same photos; the
-zoo's bar is at most 0.1, and the photos and the paintings score under 0.05. Relative style:
+zoo's bar is at most 0.1, and the photos and the paintings score under 0.05. Bands 4-16 px: the
+structure a model lays over the photo at the scale of brush strokes, the median over the photos
+of the mean of the output's 4-8 and 8-16 px band energies (8-bit luminance, differences of
+Gaussians; `benchmarks/judge.py`) over the photo's, and in brackets the same over the luminance
+variance ratio; the zoo's bar is at least 1.2 for both (a recoloured photo scores ~1, a blur
+less; a contrast stretch raises the first only). Relative style:
 each layer's style distance over the unchanged photos' own there, the mean over the four layers
 (1: no nearer the painting than the photo; the held-out style sums the layers raw, and relu1_2 is
 ~99 % of it, so only this column counts the layers of strokes). Wall time: the
@@ -116,6 +121,8 @@ def painting_path(run: Path) -> Path:
 # ratio, periodic share
 LAYER_KEYS = tuple(f"style_{layer}" for layer in reference.STYLE_LAYERS)
 STYLE_KEYS = ("content", "style", *LAYER_KEYS, "high_freq_ratio", "periodic_share")
+# the band energies (judge.band_ratios), kept as medians over the photos: the zoo's band bar
+BAND_KEYS = ("band_1", "band_2", "band_4", "band_8", "stroke_bands", "stroke_contrast")
 
 
 def by_layer(scores: dict, width: int = 0) -> str:
@@ -139,11 +146,13 @@ def relative_style(scores: dict, own: dict[str, float]) -> float:
 
 
 def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> dict:
-    """Means over the photos of the judge's scores, and each photo's."""
+    """Means over the photos of the judge's scores, medians of its band energies, whether the
+    model passes the band bar ("paints"), and each photo's scores."""
     stylizer = Stylizer(model, device="cpu", precision="fp32")
     per_photo = {name: judge(photo, stylizer(photo)) for name, photo in photos.items()}
     mean = {k: statistics.fmean(s[k] for s in per_photo.values()) for k in STYLE_KEYS}
-    return {**mean, "photos": per_photo}
+    median = {k: statistics.median(s[k] for s in per_photo.values()) for k in BAND_KEYS}
+    return {**mean, **median, "paints": paints(list(per_photo.values())), "photos": per_photo}
 
 
 def wall_clock(run: Path) -> list[tuple[int, float]]:
@@ -226,12 +235,12 @@ def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
         ckpt = ckpts[step]
         s = score(ckpt, judge, photos)
         points.append({"step": step, "seconds": seconds_at(clock, step),
-                       **{k: s[k] for k in STYLE_KEYS}, "style_relative": relative_style(s, own),
-                       "file": ckpt.name})
+                       **{k: s[k] for k in (*STYLE_KEYS, *BAND_KEYS, "paints")},
+                       "style_relative": relative_style(s, own), "file": ckpt.name})
         print(f"{run.name} step {step:>5} {points[-1]['seconds']:>7.0f} s  content "
               f"{s['content']:>8.0f}  style {s['style']:>9.0f}  relative "
               f"{points[-1]['style_relative']:.3f}  hf {s['high_freq_ratio']:.2f}  periodic "
-              f"{s['periodic_share']:.3f}", flush=True)
+              f"{s['periodic_share']:.3f}  bands {bands_line(s)}", flush=True)
     cfg = run_config(run)
     return {"run": str(run), "style": cfg["style"]["name"], "points": points,
             "photos_own_style": own,
@@ -244,6 +253,14 @@ def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
                          "num_residual": cfg["model"]["net"]["num_residual"],
                          "style_weight": cfg["style"]["style_weight"],
                          "style_size": cfg["style"]["size"]}}
+
+
+def bands_line(scores: dict) -> str:
+    """The band energies of a judged model in one line: each band's median ratio, 1-2 to
+    8-16 px, then the stroke bands and the stroke bands over contrast (the bar's two)."""
+    bands = "/".join(f"{scores[k]:.2f}" for k in BAND_KEYS[:4])
+    return (f"{bands} strokes {scores['stroke_bands']:.2f} over contrast "
+            f"{scores['stroke_contrast']:.2f}{' (paints)' if scores['paints'] else ''}")
 
 
 def report_path(style: str, run: Path) -> Path:
@@ -633,7 +650,10 @@ def record_of(name: str, model: Path) -> dict:
                      "style_relative": relative_style(judged, own_distance(judge, photos)),
                      "high_freq_ratio": judged["high_freq_ratio"],
                      "periodic_share": judged["periodic_share"],
-                     "photos": {k: {"content": v["content"], "style": v["style"]}
+                     **{k: judged[k] for k in BAND_KEYS}, "paints": judged["paints"],
+                     "photos": {k: {"content": v["content"], "style": v["style"],
+                                    "stroke_bands": v["stroke_bands"],
+                                    "stroke_contrast": v["stroke_contrast"]}
                                 for k, v in judged["photos"].items()}},
         "style_sha256": meta["style"]["sha256"],
         "style_weight": config["style"]["style_weight"], "style_size": config["style"]["size"],

@@ -42,9 +42,9 @@ def table(recs: dict[str, dict[str, Any]] | None = None) -> str:
     benchmarks/zoo.py publish; a test checks they agree)."""
     recs = records() if recs is None else recs
     rows = ["| model | painting | training command | steps | wall time, CPU | style weight, "
-            "size | held-out content / style | relative style | high-freq. ratio | "
-            "periodic share | sample |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "size | held-out content / style | relative style | bands 4-16 px (over contrast) | "
+            "high-freq. ratio | periodic share | sample |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in recs.items():
         judged = r["held_out"]
         rows.append(
@@ -52,6 +52,7 @@ def table(recs: dict[str, dict[str, Any]] | None = None) -> str:
             f"{r['wall_minutes']} min, {r['cpu']} | {r['style_weight']:g}, {r['style_size']} px | "
             f"{judged['content']:,.0f} / {judged['style']:,.0f} | "
             f"{judged['style_relative']:.3f} | "
+            f"{judged['stroke_bands']:.2f} ({judged['stroke_contrast']:.2f}) | "
             f"{judged['high_freq_ratio']:.2f} | {judged['periodic_share']:.3f} | "
             f"[{name}](../../{r['sample']}) |")
     return "\n".join(rows)

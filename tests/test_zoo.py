@@ -102,7 +102,8 @@ def test_a_shipped_model(name, tmp_path):
 
     # the judge's scores of the shipped file, as recorded
     measured = zoo_tool.record_of(name, path)["held_out"]
-    for key in ("content", "style", "style_relative", "high_freq_ratio", "periodic_share"):
+    for key in ("content", "style", "style_relative", "high_freq_ratio", "periodic_share",
+                "stroke_bands", "stroke_contrast"):
         assert measured[key] == pytest.approx(record["held_out"][key], rel=REPRODUCE,
                                               abs=1e-3), key
     assert HF_RANGE[0] <= measured["high_freq_ratio"] <= HF_RANGE[1]
@@ -147,7 +148,8 @@ def test_a_record_missing_a_table_field_stops_publishing_with_the_records_untouc
                      "wall_minutes": 1.0, "cpu": "cpu", "style_weight": 1.0, "style_size": 512,
                      "sample": "docs/zoo/a.jpg",
                      "held_out": {"content": 1.0, "style": 2.0, "style_relative": 0.5,
-                                  "high_freq_ratio": 1.0, "periodic_share": 0.0}}}
+                                  "high_freq_ratio": 1.0, "periodic_share": 0.0,
+                                  "stroke_bands": 1.3, "stroke_contrast": 1.5}}}
     monkeypatch.setattr(zoo, "RECORDS", tmp_path / "zoo.json")
     monkeypatch.setattr(zoo_tool, "ZOO", tmp_path)
     zoo_tool.write_records(records)
