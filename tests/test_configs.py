@@ -72,7 +72,7 @@ def test_every_bundled_style_image_has_a_licence_row_and_a_config(tmp_path):
     rows = {line.split("|")[1].strip(): line for line in (styles / "README.md").read_text()
             .splitlines() if line.startswith("| ") and not line.startswith(("| file", "| ---"))}
     images = sorted(p.name for p in styles.iterdir() if p.suffix in (".jpg", ".png"))
-    assert len(images) == 6 and sorted(rows) == images
+    assert len(images) == 7 and sorted(rows) == images
     for name in images:
         assert "public domain" in rows[name] or "MIT" in rows[name], rows[name]
         config = Path(name).stem
