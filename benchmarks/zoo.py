@@ -7,12 +7,11 @@ against wall time, and publish a finished run as a shipped model with its record
     python benchmarks/zoo.py nets PAPER_RUN LITE_RUN...                      # nets, one recipe
     python benchmarks/zoo.py publish logs/zoo/runs/starry_night/<date>       # ship it
     python benchmarks/zoo.py readme                                          # the README picture
-    python benchmarks/zoo.py scale composition_vii     # the judge's style of the painting blurred
     python benchmarks/zoo.py relative results/zoo_judge_*.json   # every layer counted (below)
-    python benchmarks/zoo.py optimum great_wave style.style_weight=7e8   # what the loss asks
-                                               # for, with no net (L-BFGS per photo)
-    python benchmarks/zoo.py moments shipwreck_minotaur MODEL...   # Gram or covariance matched
-    python benchmarks/zoo.py hf [MODEL...] --sizes 512 1024   # high-frequency ratio by photo size
+    python benchmarks/zoo.py hf [MODEL...]     # high-frequency ratio and contrast of models
+
+Verbs that served one finding each (scale, controls, moments, optimum, hf at 1024 px) are in
+git at f9220fc; their findings are in benchmarks/NOTES.md.
 
 Scores come from benchmarks/judge.py (imports nothing from stylenet): content and style loss of
 each held-out photo of data/heldout/ (8 photos, 512 px on the long side) against the run's
@@ -30,14 +29,10 @@ import json
 import platform
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import hydra
 import torch
 import yaml
-from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
@@ -49,7 +44,7 @@ import reference  # noqa: E402
 from judge import HF_RANGE, Judge, contrast_ratio, high_frequency_ratio, paints  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
-from stylenet.image import image_grid, label_draw, list_images, load_tensor, to_pil  # noqa: E402
+from stylenet.image import image_grid, label_draw, load_tensor, to_pil  # noqa: E402
 from stylenet.model_file import ZOO, load_model, save_model  # noqa: E402
 from stylenet.stylize import Stylizer  # noqa: E402
 
@@ -429,189 +424,37 @@ def nets(reference: Path, others: list[Path], out: Path = RESULTS) -> dict:
     return rows
 
 
-def scale(name: str) -> list[dict]:
-    """The judge's sense of scale: the painting against itself blurred, at other sizes and as
-    one flat colour, scored like a stylized photo (style by layer, high-frequency ratio)."""
-    painting = bundled_painting(name)
-    judge = Judge(None, painting)
-    variants = {f"blurred, sigma {s} px": TF.gaussian_blur(painting, [9, 9], [s, s])
-                for s in (0.7, 1.0, 1.5, 2.5)}
-    variants |= {f"at {side} px": bundled_painting(name, side) for side in (256, 384, 768, 1024)}
-    variants["its mean colour"] = painting.mean((1, 2), keepdim=True).expand_as(painting)
-    rows = []
-    for label, image in variants.items():
-        s = judge(image, image)  # as its own photo: only the style against the painting counts
-        s["high_freq_ratio"] = high_frequency_ratio(painting, image)
-        rows.append({"variant": label, **{k: s[k] for k in STYLE_KEYS if k != "content"}})
-        print(f"{name} {label:<22} style {s['style']:8.1f}  by layer {by_layer(s, 7)}  "
-              f"hf {s['high_freq_ratio']:.2f} (of the painting's)")
-    return rows
-
-
-def recoloured(photo: torch.Tensor, painting: torch.Tensor) -> torch.Tensor:
-    """The photo with the painting's colour distribution: its RGB mean and 3x3 covariance mapped
-    onto the painting's (a linear colour transfer; no brushwork, no network). Written here on
-    purpose, and a different map from the training's content target
-    (`stylenet.losses.palette_transfer`, the optimal transport map): the control shares no code
-    with what it controls, as the judge shares none with the training's loss."""
-    x, p = photo.reshape(3, -1).double(), painting.reshape(3, -1).double()
-
-    def power(cov: torch.Tensor, exponent: float) -> torch.Tensor:
-        e, v = torch.linalg.eigh(cov + 1e-6 * torch.eye(3, dtype=cov.dtype))
-        return v @ torch.diag(e.clamp_min(1e-9) ** exponent) @ v.T
-
-    mx, mp = x.mean(1, keepdim=True), p.mean(1, keepdim=True)
-    y = power(torch.cov(p), 0.5) @ power(torch.cov(x), -0.5) @ (x - mx) + mp
-    return y.reshape(photo.shape).clamp(0, 1).to(photo.dtype)
-
-
-def controls(name: str) -> dict:
-    """How far the judge's style moves with no brushwork at all: the held-out photos unchanged,
-    and recoloured to the painting's palette, scored against the painting (means over photos)."""
-    painting, photos = bundled_painting(name), heldout()
-    judge = Judge(None, painting)
-    rows = {}
-    for label, make in [("the photos", lambda x: x),
-                        ("recoloured", lambda x: recoloured(x, painting))]:
-        scores = [judge(x, make(x)) for x in photos.values()]
-        rows[label] = r = {k: statistics.fmean(s[k] for s in scores) for k in scores[0]}
-        print(f"{name} {label:<11} content {r['content']:6.0f}  style {r['style']:8.0f}  hf "
-              f"{r['high_freq_ratio']:.2f}  style by layer {by_layer(r, 7)}")
-    return rows
-
-
-def moments(name: str, models: tuple[Path, ...]) -> dict:
-    """Whether a model's outputs match the painting's texture or only its mean activations: at
-    each layer, the distance of its outputs from the painting between Gram matrices (the judge's)
-    and between covariances (each channel's mean taken out first), each over the held-out
-    photos' own distance (1: no nearer the painting than the photo), and the part of the
-    painting's Gram that its covariance is (Frobenius norms)."""
-    painting, photos = bundled_painting(name), heldout()
-    judge = Judge(None, painting)
-
-    def grams(image: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        out = {}
-        for layer, f in judge.features(image).items():
-            if layer in reference.STYLE_LAYERS:
-                centred = f - f.mean((2, 3), keepdim=True)
-                out[layer] = reference.gram(f), reference.gram(centred)
-        return out
-
-    def distances(make, target: dict) -> dict[str, list[float]]:
-        sums = {k: [0.0, 0.0] for k in target}
-        for x in photos.values():
-            for k, (g, c) in grams(make(x)).items():
-                sums[k][0] += float(((g - target[k][0]) ** 2).mean()) / len(photos)
-                sums[k][1] += float(((c - target[k][1]) ** 2).mean()) / len(photos)
-        return sums
-
-    with torch.no_grad():
-        target = grams(painting)
-        own = distances(lambda x: x, target)
-        rows = {"painting's covariance over its Gram": {
-            k: float(c.norm() / g.norm()) for k, (g, c) in target.items()}}
-        for model in models:
-            stylizer = Stylizer(model, device="cpu", precision="fp32")
-            d = distances(stylizer, target)
-            rows[str(model)] = {k: {"gram": d[k][0] / own[k][0], "covariance": d[k][1] / own[k][1]}
-                                for k in d}
-    for label, row in rows.items():
-        print(label)
-        for layer, v in row.items():
-            print(f"  {layer}: " + (f"{v:.3f}" if isinstance(v, float) else
-                                    f"gram {v['gram']:.3f}  covariance {v['covariance']:.3f}"))
-    return rows
-
-
-def hf_by_size(models: tuple[str | Path, ...], sizes: tuple[int, ...] = (JUDGE_SIZE, 1024)
-               ) -> dict:
+def high_frequency(models: tuple[str | Path, ...], size: int = JUDGE_SIZE) -> dict:
     """The judge's high-frequency ratio of models (shipped names or model files; none: every
-    shipped model) on the held-out photos at each long side in `sizes`: the mean over the photos,
-    their range, and whether the mean is within the bar (judge.HF_RANGE). Above 512 px the photos
-    are upscaled from 512 px, so their own fine detail is missing and a painted texture counts
-    against little (benchmarks/NOTES.md: "The zoo's high-frequency ratio is measured at 512 px").
-    Beside it, the output's luminance variance over the photo's (`contrast`, mean over the
-    photos) and the mean of each photo's high-frequency ratio over its contrast ratio
-    (`hf_per_contrast`): a darker, flatter grade lowers the first two and keeps the third, a blur
-    lowers the third (NOTES.md: "How much of a low ratio is contrast")."""
+    shipped model) on the held-out photos at their own size: the mean over the photos, their
+    range, and whether the mean is within the bar (judge.HF_RANGE). Beside it, the output's
+    luminance variance over the photo's (`contrast`, mean over the photos) and the mean of each
+    photo's high-frequency ratio over its contrast ratio (`hf_per_contrast`): a darker, flatter
+    grade lowers the first two and keeps the third, a blur lowers the third (NOTES.md: "How much
+    of a low ratio is contrast")."""
     models = models or tuple(zoo.records())
-    stylizers = {str(m): Stylizer(m, device="cpu", precision="fp32") for m in models}
+    photos = heldout(size)
     rows: dict[str, dict] = {}
-    for size in sizes:
-        photos = heldout(size)
-        for model, stylizer in stylizers.items():
-            ratios, contrasts = [], []
-            for x in photos.values():
-                with torch.no_grad():
-                    y = stylizer(x)
-                ratios.append(high_frequency_ratio(x, y))
-                contrasts.append(contrast_ratio(x, y))
-            mean = statistics.fmean(ratios)
-            rows.setdefault(model, {})[size] = r = {
-                "mean": mean, "min": min(ratios), "max": max(ratios),
-                "within": HF_RANGE[0] <= mean <= HF_RANGE[1],
-                "contrast": statistics.fmean(contrasts),
-                "hf_per_contrast": statistics.fmean(
-                    h / c for h, c in zip(ratios, contrasts, strict=True))}
-            print(f"{model} at {size} px: hf {mean:.2f} ({r['min']:.2f}-{r['max']:.2f} by photo), "
-                  f"{'within' if r['within'] else 'outside'} {HF_RANGE[0]}-{HF_RANGE[1]}; "
-                  f"contrast {r['contrast']:.2f}, hf per contrast {r['hf_per_contrast']:.2f}",
-                  flush=True)
+    for model in models:
+        stylizer = Stylizer(model, device="cpu", precision="fp32")
+        ratios, contrasts = [], []
+        for x in photos.values():
+            with torch.no_grad():
+                y = stylizer(x)
+            ratios.append(high_frequency_ratio(x, y))
+            contrasts.append(contrast_ratio(x, y))
+        mean = statistics.fmean(ratios)
+        rows[str(model)] = r = {
+            "mean": mean, "min": min(ratios), "max": max(ratios),
+            "within": HF_RANGE[0] <= mean <= HF_RANGE[1],
+            "contrast": statistics.fmean(contrasts),
+            "hf_per_contrast": statistics.fmean(
+                h / c for h, c in zip(ratios, contrasts, strict=True))}
+        print(f"{model}: hf {mean:.2f} ({r['min']:.2f}-{r['max']:.2f} by photo), "
+              f"{'within' if r['within'] else 'outside'} {HF_RANGE[0]}-{HF_RANGE[1]}; "
+              f"contrast {r['contrast']:.2f}, hf per contrast {r['hf_per_contrast']:.2f}",
+              flush=True)
     return rows
-
-
-def validation_photos(root: str | Path, count: int,
-                      size: int = JUDGE_SIZE) -> dict[str, torch.Tensor]:
-    """A training run's validation photos: the last `count` of its folder, listed as its data
-    module lists them (every recipe choice was looked at on them; never the judge's held-out
-    photos), their long side `size`."""
-    paths = list_images(root)[-count:]
-    return {path.stem.split("_", 1)[-1]: load_tensor(path, max_side=size) for path in paths}
-
-
-def optimum(name: str, experiment: str, overrides: list[str], iterations: int = 80,
-            models: tuple[Path, ...] = (), out: Path = RESULTS) -> dict:
-    """What a training loss asks for, with no net: each validation photo's pixels optimised on
-    the loss of `experiment` (its layers, weights and TV, the painting at style.size) by
-    L-BFGS from the photo, as optimize.py does, then clamped to 0..1 as optimize.py saves it and
-    judged as a model's output would be. The models given stylize the same photos beside them."""
-    from stylenet.config import compose_train
-    from stylenet.gatys import optimize_image
-    from stylenet.module import load_style
-
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_train([f"experiment={experiment}", f"style={name}", *overrides], tmp)
-    loss = hydra.utils.instantiate(cfg.loss)
-    style_image, _ = load_style(OmegaConf.to_container(cfg.style, resolve=True))
-    lbfgs = hydra.utils.instantiate(OmegaConf.load(ROOT / "configs" / "optimize" / "optimizer"
-                                                   / "lbfgs.yaml"))
-    judge = Judge(None, bundled_painting(name))
-    stylizers = {f"{m.parent.parent.name}/{m.stem}" if m.suffix == ".ckpt" else m.stem:
-                 Stylizer(m, device="cpu", precision="fp32") for m in models}
-    label = "_".join([experiment, *(o.split(".")[-1].replace("=", "") for o in overrides)])
-    rows, images = {}, []
-    for photo_name, photo in validation_photos(cfg.data.dataset.root, cfg.data.val_size).items():
-        start = time.perf_counter()
-        optimised = optimize_image(photo, style_image[0], loss, lbfgs, iterations,
-                                   style_size=max(style_image.shape[-2:])).clamp(0, 1)
-        seconds = time.perf_counter() - start
-        outputs = {label: optimised, **{k: s(photo).clamp(0, 1) for k, s in stylizers.items()}}
-        for key, image in outputs.items():
-            s = judge(photo, image)
-            rows.setdefault(key, {})[photo_name] = {k: s[k] for k in STYLE_KEYS}
-            print(f"{name} {photo_name:<13} {key:<40} content {s['content']:6.0f}  style "
-                  f"{s['style']:7.0f}  hf {s['high_freq_ratio']:6.2f}  periodic "
-                  f"{s['periodic_share']:.3f}" + (f"  ({seconds:.0f} s)" if key == label else ""))
-        images.append([photo, *outputs.values()])
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"zoo_optimum_{name}_{label}"
-    report = {"style": name, "experiment": experiment, "overrides": overrides,
-              "iterations": iterations, "outputs": rows}
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    to_pil(image_grid([TF.resize(x, list(images[0][0].shape[-2:]), antialias=True)
-                       for row in images for x in row], nrow=len(images[0]))).save(
-        stem.with_suffix(".jpg"), quality=90)
-    return report
 
 
 def add_relative(path: Path) -> dict:
@@ -758,32 +601,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("readme", help="docs/zoo.jpg from the shipped models")
     sub.add_parser("rescore", help="measure every shipped model's held-out scores again and "
                    "rewrite its record and the zoo's table")
-    sc = sub.add_parser("scale", help="the judge's style score of a painting blurred, resized")
-    sc.add_argument("painting", help="a bundled painting's name, e.g. starry_night")
-    ct = sub.add_parser("controls", help="the judge's scores of the held-out photos unchanged "
-                        "and recoloured to the painting's palette (no network)")
-    ct.add_argument("paintings", nargs="+", help="bundled paintings' names")
     rel = sub.add_parser("relative", help="add the style relative to the photos' own, layer by "
                          "layer, to judged JSONs (results/zoo_judge_*.json) and print it")
     rel.add_argument("reports", nargs="+", type=Path)
-    mo = sub.add_parser("moments", help="a model's style distance by layer, Gram matrices "
-                        "against covariances (each channel's mean taken out), over the photos'")
-    mo.add_argument("painting", help="a bundled painting's name, e.g. shipwreck_minotaur")
-    mo.add_argument("models", nargs="+", type=Path, help="model files or checkpoints")
-    op = sub.add_parser("optimum", help="what a training loss asks for, with no net: the "
-                        "validation photos optimised on it (L-BFGS from the photo), judged")
-    op.add_argument("painting", help="a bundled painting's name, e.g. great_wave")
-    op.add_argument("overrides", nargs="*", help="train.py overrides, e.g. style.style_weight=7e8")
-    op.add_argument("--experiment", default="cpu_zoo", help="cpu_zoo (default) or cpu_baseline")
-    op.add_argument("--iterations", type=int, default=80)
-    op.add_argument("--models", nargs="*", type=Path, default=[],
-                    help="model files or checkpoints to run on the same photos")
-    op.add_argument("--out", type=Path, default=RESULTS)
-    hf = sub.add_parser("hf", help="the high-frequency ratio of models on the held-out photos "
-                        "at each size (upscaled above 512 px)")
+    hf = sub.add_parser("hf", help="the high-frequency ratio of models on the held-out photos, "
+                        "with their contrast")
     hf.add_argument("models", nargs="*", help="shipped names or model files (default: every "
                     "shipped model)")
-    hf.add_argument("--sizes", nargs="+", type=int, default=[JUDGE_SIZE, 1024])
     a = p.parse_args(argv)
     if a.cmd == "judge":
         for run in a.runs:
@@ -798,17 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         compare(a.recipe, a.baseline, a.out, a.every, {k: Path(v) for k, v in finals.items()})
     elif a.cmd == "nets":
         nets(a.reference, a.others, a.out)
-    elif a.cmd == "scale":
-        scale(a.painting)
-    elif a.cmd == "controls":
-        for name in a.paintings:
-            controls(name)
-    elif a.cmd == "moments":
-        moments(a.painting, tuple(a.models))
-    elif a.cmd == "optimum":
-        optimum(a.painting, a.experiment, a.overrides, a.iterations, tuple(a.models), a.out)
     elif a.cmd == "hf":
-        hf_by_size(tuple(a.models), tuple(a.sizes))
+        high_frequency(tuple(a.models))
     elif a.cmd == "relative":
         for path in a.reports:
             add_relative(path)

@@ -162,21 +162,6 @@ def test_a_record_missing_a_table_field_stops_publishing_with_the_records_untouc
     assert zoo.records() == records
 
 
-def test_the_colour_control_takes_the_paintings_mean_and_covariance():
-    """zoo.py controls: the photo recoloured to the painting's palette. Away from the 0..1 clamp,
-    its RGB mean and covariance are the painting's, and its structure is the photo's."""
-    torch.manual_seed(0)
-    photo = 0.5 + 0.1 * torch.randn(3, 40, 30)
-    mix = torch.tensor([[1.0, 0.3, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.6]])
-    painting = 0.4 + 0.1 * (mix @ torch.randn(3, 50 * 20)).reshape(3, 50, 20)
-    out = zoo_tool.recoloured(photo, painting)
-    flat, target = out.reshape(3, -1), painting.reshape(3, -1)
-    torch.testing.assert_close(flat.mean(1), target.mean(1), atol=1e-4, rtol=0)
-    torch.testing.assert_close(torch.cov(flat), torch.cov(target), atol=1e-4, rtol=1e-3)
-    # a linear map per pixel: the photo's pattern survives
-    assert torch.corrcoef(torch.stack([out[0].flatten(), photo[0].flatten()]))[0, 1].abs() > 0.5
-
-
 def test_the_relative_style_counts_every_layer_against_the_photos_own():
     """zoo.py's relative style: each layer over the unchanged photos' distance at that layer, the
     mean of the four. A net that gives the photos back scores 1; halving every layer, 0.5; closing
@@ -267,68 +252,11 @@ def test_compare_shows_a_gone_runs_final_model_only_where_it_is_picked_at_its_la
                          finals={"baseline": shipped})
 
 
-def test_the_optimum_optimises_each_photo_on_the_training_loss_and_judges_it(tmp_path,
-                                                                              monkeypatch):
-    """zoo.py optimum: a validation photo's pixels optimised on the recipe's loss (its painting,
-    its overrides) move toward the painting on the judge, from the photo; a model given runs on
-    the same photo beside it; both are written to the report."""
-    photo = zoo_tool.load_tensor(ROOT / "data" / "heldout" / "astronaut.jpg", max_side=64)
-    monkeypatch.setattr(zoo_tool, "validation_photos", lambda *_: {"astronaut": photo})
-    model = ZOO / f"{NAMES[0]}.pt"
-    report = zoo_tool.optimum("great_wave", "cpu_zoo", ["style.style_weight=7e9"], iterations=3,
-                              models=(model,), out=tmp_path)
-    rows = report["outputs"]
-    assert set(rows) == {"cpu_zoo_style_weight7e9", model.stem}
-    judge = zoo_tool.Judge(None, zoo_tool.bundled_painting("great_wave"))
-    unchanged = judge(photo, photo)
-    optimised = rows["cpu_zoo_style_weight7e9"]["astronaut"]
-    assert 0 < optimised["content"] and optimised["style"] < 0.8 * unchanged["style"]
-    assert json.loads((tmp_path / "zoo_optimum_great_wave_cpu_zoo_style_weight7e9.json")
-                      .read_text())["outputs"] == rows
-    assert (tmp_path / "zoo_optimum_great_wave_cpu_zoo_style_weight7e9.jpg").stat().st_size > 0
-
-
-def test_the_optimum_is_judged_as_the_image_a_user_would_get(tmp_path, monkeypatch):
-    """optimize_image returns unclamped pixels (L-BFGS needs them); the optimum is judged clamped
-    to 0..1, as optimize.py saves it: pixels beyond the range would match the painting's Grams
-    in ways no image can."""
-    import stylenet.gatys
-
-    photo = zoo_tool.load_tensor(ROOT / "data" / "heldout" / "chelsea.jpg", max_side=48)
-    monkeypatch.setattr(zoo_tool, "validation_photos", lambda *_: {"chelsea": photo})
-    monkeypatch.setattr(stylenet.gatys, "optimize_image", lambda content, *a, **k: 3 * content - 1)
-    report = zoo_tool.optimum("great_wave", "cpu_baseline", [], iterations=1, out=tmp_path)
-    judge = zoo_tool.Judge(None, zoo_tool.bundled_painting("great_wave"))
-    expected = judge(photo, (3 * photo - 1).clamp(0, 1))
-    got = report["outputs"]["cpu_baseline"]["chelsea"]
-    assert got["style"] == pytest.approx(expected["style"], rel=1e-5)
-    assert got["content"] == pytest.approx(expected["content"], rel=1e-5)
-
-
-def test_moments_measure_gram_and_covariance_distances_over_the_photos_own(monkeypatch):
-    """zoo.py moments: a model that gives the photos back scores 1 at every layer on both
-    measures, one that paints the painting itself scores 0; the covariance, the Gram without
-    each channel's mean, is a part of the painting's Gram."""
-    painting = zoo_tool.bundled_painting("shipwreck_minotaur", 64)
-    size = list(painting.shape[-2:])
-    photos = {n: zoo_tool.TF.resize(zoo_tool.load_tensor(ROOT / "data" / "heldout" / f"{n}.jpg"),
-                                    size, antialias=True) for n in ("chelsea", "text")}
-    monkeypatch.setattr(zoo_tool, "bundled_painting", lambda name: painting)
-    monkeypatch.setattr(zoo_tool, "heldout", lambda: photos)
-    models = {"same": lambda x: x, "painting": lambda x: painting}
-    monkeypatch.setattr(zoo_tool, "Stylizer", lambda model, **_: models[str(model)])
-    rows = zoo_tool.moments("shipwreck_minotaur", ("same", "painting"))
-    for layer in zoo_tool.reference.STYLE_LAYERS:
-        assert 0 < rows["painting's covariance over its Gram"][layer] < 1
-        assert rows["same"][layer] == pytest.approx({"gram": 1.0, "covariance": 1.0})
-        assert rows["painting"][layer] == pytest.approx({"gram": 0.0, "covariance": 0.0}, abs=1e-9)
-
-
-def test_hf_by_size_scores_each_model_on_the_photos_at_every_size(monkeypatch):
-    """zoo.py hf: a model that gives the photo back scores 1 at every size, a blur under the
-    bar's floor and a fine checker over its ceiling; the photos are loaded at each size asked.
-    A flatter grade (half the contrast about the mean) also falls under the floor, but keeps its
-    high-frequency ratio per contrast at 1 where the blur's drops: the split tells them apart."""
+def test_hf_scores_each_model_on_the_held_out_photos_at_their_size(monkeypatch):
+    """zoo.py hf: a model that gives the photo back scores 1, a blur under the bar's floor and a
+    fine checker over its ceiling. A flatter grade (half the contrast about the mean) also falls
+    under the floor, but keeps its high-frequency ratio per contrast at 1 where the blur's drops:
+    the split tells them apart."""
     full = {n: zoo_tool.load_tensor(ROOT / "data" / "heldout" / f"{n}.jpg", max_side=96)
             for n in ("chelsea", "text")}
     sizes = []
@@ -346,18 +274,16 @@ def test_hf_by_size_scores_each_model_on_the_photos_at_every_size(monkeypatch):
               "checker": checker, "flat": lambda x: 0.5 * (x - x.mean()) + x.mean()}
     monkeypatch.setattr(zoo_tool, "heldout", heldout)
     monkeypatch.setattr(zoo_tool, "Stylizer", lambda model, **_: models[str(model)])
-    rows = zoo_tool.hf_by_size(("same", "blur", "checker", "flat"), (48, 80))
-    assert sizes == [48, 80]
-    for size in (48, 80):
-        assert rows["same"][size] == {"mean": pytest.approx(1.0), "min": pytest.approx(1.0),
-                                      "max": pytest.approx(1.0), "within": True,
-                                      "contrast": pytest.approx(1.0),
-                                      "hf_per_contrast": pytest.approx(1.0)}
-        assert rows["blur"][size]["mean"] < HF_RANGE[0] and not rows["blur"][size]["within"]
-        assert rows["checker"][size]["mean"] > HF_RANGE[1] and not rows["checker"][size]["within"]
-        assert rows["blur"][size]["min"] <= rows["blur"][size]["mean"] <= rows["blur"][size]["max"]
-        flat, blur = rows["flat"][size], rows["blur"][size]
-        assert flat["mean"] == pytest.approx(0.25) and not flat["within"]
-        assert flat["contrast"] == pytest.approx(0.25)
-        assert flat["hf_per_contrast"] == pytest.approx(1.0)
-        assert blur["hf_per_contrast"] < HF_RANGE[0] < flat["hf_per_contrast"]
+    rows = zoo_tool.high_frequency(("same", "blur", "checker", "flat"), 64)
+    assert sizes == [64]  # the photos are loaded once, at the size asked
+    assert rows["same"] == {"mean": pytest.approx(1.0), "min": pytest.approx(1.0),
+                            "max": pytest.approx(1.0), "within": True,
+                            "contrast": pytest.approx(1.0), "hf_per_contrast": pytest.approx(1.0)}
+    assert rows["blur"]["mean"] < HF_RANGE[0] and not rows["blur"]["within"]
+    assert rows["checker"]["mean"] > HF_RANGE[1] and not rows["checker"]["within"]
+    assert rows["blur"]["min"] <= rows["blur"]["mean"] <= rows["blur"]["max"]
+    flat, blur = rows["flat"], rows["blur"]
+    assert flat["mean"] == pytest.approx(0.25) and not flat["within"]
+    assert flat["contrast"] == pytest.approx(0.25)
+    assert flat["hf_per_contrast"] == pytest.approx(1.0)
+    assert blur["hf_per_contrast"] < HF_RANGE[0] < flat["hf_per_contrast"]
