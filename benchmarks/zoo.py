@@ -430,8 +430,8 @@ def high_frequency(models: tuple[str | Path, ...], size: int = JUDGE_SIZE) -> di
     range, and whether the mean is within the bar (judge.HF_RANGE). Beside it, the output's
     luminance variance over the photo's (`contrast`, mean over the photos) and the mean of each
     photo's high-frequency ratio over its contrast ratio (`hf_per_contrast`): a darker, flatter
-    grade lowers the first two and keeps the third, a blur lowers the third (NOTES.md: "How much
-    of a low ratio is contrast")."""
+    grade lowers the first two and keeps the third, a blur lowers the third
+    (NOTES.md: "How much of a low ratio is contrast")."""
     models = models or tuple(zoo.records())
     photos = heldout(size)
     rows: dict[str, dict] = {}
