@@ -142,10 +142,10 @@ class StyleTransferModule(pl.LightningModule):
         CPU_COMPILE_MIN_STEPS say it pays back. True or False sets both nets."""
         on_cuda, on_cpu = device_type == "cuda", device_type == "cpu"
         if self.loss_channels_last is None:  # from the switches as given, before they resolve
-            layout, compile_ = self.channels_last, self.compile
-            self.loss_channels_last = (on_cuda or on_cpu) if layout is None else layout
-            self.compile_loss = (on_cuda and steps >= COMPILE_MIN_STEPS) if compile_ is None \
-                else compile_
+            given_layout, given_compile = self.channels_last, self.compile
+            self.loss_channels_last = on_cuda or on_cpu if given_layout is None else given_layout
+            self.compile_loss = (on_cuda and steps >= COMPILE_MIN_STEPS if given_compile is None
+                                 else given_compile)
         if self.channels_last is None:
             self.channels_last = on_cuda
         if self.compile is None:
