@@ -118,8 +118,10 @@ def band_ratios(photo: torch.Tensor, image: torch.Tensor) -> dict[str, float]:
     out, ref = band_energies(image), band_energies(photo)
     ratios = {k: out[k] / ref[k] for k in out}
     strokes = sum(ratios[f"band_{s}"] for s in BAND_STROKES) / len(BAND_STROKES)
+    # a flat output (an untrained net's) has no structure to weigh: 0, not a division by 0
+    over_contrast = strokes / ratios["luma"] if ratios["luma"] > 0 else 0.0
     return {**{f"band_{s}": ratios[f"band_{s}"] for s in BAND_SIGMAS}, "stroke_bands": strokes,
-            "stroke_contrast": strokes / ratios["luma"]}
+            "stroke_contrast": over_contrast}
 
 
 def paints(per_photo: list[dict[str, float]]) -> bool:

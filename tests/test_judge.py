@@ -86,3 +86,11 @@ def test_band_energies_are_measured_at_512_px_on_the_long_side():
     twice = F.interpolate(p[None], scale_factor=2, mode="bicubic", antialias=True)[0]
     ratios = judge.band_ratios(p, twice.clamp(0, 1))  # the same photo, upscaled: the same bands
     assert ratios["stroke_bands"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_flat_output_scores_no_structure():
+    p = photos()[0]
+    flat = torch.full_like(p, 0.4)  # an untrained net's grey
+    ratios = judge.band_ratios(p, flat)
+    assert ratios["stroke_bands"] == 0.0 and ratios["stroke_contrast"] == 0.0
+    assert not judge.paints([ratios])

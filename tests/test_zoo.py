@@ -20,7 +20,9 @@ from stylenet.model_file import ZOO, ModelFileError, load_model, resolve_model, 
 from stylenet.stylize import Stylizer
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import zoo as zoo_tool  # noqa: E402
+import zoo_curves  # noqa: E402
+import zoo_judging  # noqa: E402
+import zoo_publish  # noqa: E402
 from judge import HF_RANGE, PERIODIC_MAX  # noqa: E402
 
 PAINTINGS = ["composition_vii", "great_wave", "shipwreck_minotaur", "starry_night", "udnie"]
@@ -96,13 +98,13 @@ def test_a_shipped_model(name, tmp_path):
     assert trained_with_the_recipe(config) == recipe(record["command"], tmp_path)
 
     # it stylizes a held-out photo: same size, not the photo, not flat
-    photo = zoo_tool.heldout()["chelsea"]
+    photo = zoo_judging.heldout()["chelsea"]
     out = Stylizer(name, device="cpu")(photo)
     assert out.shape == photo.shape and torch.isfinite(out).all()
     assert (out - photo).abs().mean() > 0.05 and out.std() > 0.05
 
     # the judge's scores of the shipped file, as recorded
-    measured = zoo_tool.record_of(name, path)["held_out"]
+    measured = zoo_publish.record_of(name, path)["held_out"]
     for key in ("content", "style", "style_relative", "high_freq_ratio", "periodic_share",
                 "stroke_bands", "stroke_contrast"):
         assert measured[key] == pytest.approx(record["held_out"][key], rel=REPRODUCE,
@@ -152,13 +154,13 @@ def test_a_record_missing_a_table_field_stops_publishing_with_the_records_untouc
                                   "high_freq_ratio": 1.0, "periodic_share": 0.0,
                                   "stroke_bands": 1.3, "stroke_contrast": 1.5}}}
     monkeypatch.setattr(zoo, "RECORDS", tmp_path / "zoo.json")
-    monkeypatch.setattr(zoo_tool, "ZOO", tmp_path)
-    zoo_tool.write_records(records)
+    monkeypatch.setattr(zoo_publish, "ZOO", tmp_path)
+    zoo_publish.write_records(records)
     assert zoo.records() == records and "| `a` |" in (tmp_path / "README.md").read_text()
     old = {"b": json.loads(json.dumps(records["a"]))}
     del old["b"]["held_out"]["style_relative"]  # a record from before the judge gained it
     with pytest.raises(SystemExit, match="zoo.json: a record lacks 'style_relative': run"):
-        zoo_tool.write_records({**records, **old})
+        zoo_publish.write_records({**records, **old})
     assert zoo.records() == records
 
 
@@ -166,20 +168,20 @@ def test_the_relative_style_counts_every_layer_against_the_photos_own():
     """zoo.py's relative style: each layer over the unchanged photos' distance at that layer, the
     mean of the four. A net that gives the photos back scores 1; halving every layer, 0.5; closing
     relu1_2 alone (~99 % of the raw sum) moves it by a quarter only."""
-    layers = zoo_tool.LAYER_KEYS
+    layers = zoo_judging.LAYER_KEYS
     raw = dict(zip(layers, (1e4, 50.0, 0.5, 1e-3), strict=True))
 
     def judge(photo, stylized):
         return {k: v * float(stylized.mean() / photo.mean()) for k, v in raw.items()}
 
     photos = {"a": torch.full((3, 4, 4), 0.2), "b": torch.full((3, 4, 4), 0.6)}
-    own = zoo_tool.own_distance(judge, photos)
+    own = zoo_judging.own_distance(judge, photos)
     assert own == pytest.approx(raw)
-    assert zoo_tool.relative_style(own, own) == pytest.approx(1.0)
-    assert zoo_tool.relative_style({k: v / 2 for k, v in raw.items()}, own) == pytest.approx(0.5)
+    assert zoo_judging.relative_style(own, own) == pytest.approx(1.0)
+    assert zoo_judging.relative_style({k: v / 2 for k, v in raw.items()}, own) == pytest.approx(0.5)
     only_first = {**raw, layers[0]: 0.0}
     assert sum(only_first.values()) < 0.01 * sum(raw.values())
-    assert zoo_tool.relative_style(only_first, own) == pytest.approx(0.75)
+    assert zoo_judging.relative_style(only_first, own) == pytest.approx(0.75)
 
 
 def test_compare_reuses_a_judged_report_only_while_it_holds_every_checkpoint(tmp_path,
@@ -192,13 +194,13 @@ def test_compare_reuses_a_judged_report_only_while_it_holds_every_checkpoint(tmp
     (run / "checkpoints").mkdir()
     for step in (100, 200):
         torch.save({"global_step": step}, run / "checkpoints" / f"step{step:07d}.ckpt")
-    monkeypatch.setattr(zoo_tool, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(zoo_judging, "RESULTS", tmp_path / "results")
     (tmp_path / "results").mkdir()
     report = tmp_path / "results" / "zoo_judge_great_wave_recipe.json"
     fresh = {"run": "judged afresh"}
-    monkeypatch.setattr(zoo_tool, "judge_run", lambda *a, **k: fresh)
+    monkeypatch.setattr(zoo_judging, "judge_run", lambda *a, **k: fresh)
 
-    assert zoo_tool.judged(run) is fresh  # no report yet
+    assert zoo_judging.judged(run) is fresh  # no report yet
     from test_zoo_clock import write_events
 
     write_events(run / "tensorboard", ("train/total", range(0, 201, 10), 1000.0, 1.0))  # 1 s a step
@@ -206,13 +208,13 @@ def test_compare_reuses_a_judged_report_only_while_it_holds_every_checkpoint(tmp
                                           {"step": 200, "seconds": 999.0}]}
     report.write_text(json.dumps(stored))
     # the scores as judged, the wall time as the run's clock reads it now
-    assert zoo_tool.judged(run) == {**stored, "points": [{"step": 100, "seconds": 100.0},
+    assert zoo_judging.judged(run) == {**stored, "points": [{"step": 100, "seconds": 100.0},
                                                          {"step": 200, "seconds": 200.0}]}
     torch.save({"global_step": 300}, run / "checkpoints" / "step0000300.ckpt")
-    assert zoo_tool.judged(run) is fresh  # resumed past the report
+    assert zoo_judging.judged(run) is fresh  # resumed past the report
     report.write_text(json.dumps({**stored, "run": str(tmp_path / "another"),
                                   "points": [{"step": s} for s in (100, 200, 300)]}))
-    assert zoo_tool.judged(run) is fresh
+    assert zoo_judging.judged(run) is fresh
 
 
 def test_compare_shows_a_gone_runs_final_model_only_where_it_is_picked_at_its_last_step(
@@ -238,17 +240,17 @@ def test_compare_shows_a_gone_runs_final_model_only_where_it_is_picked_at_its_la
         paths[name] = tmp_path / f"zoo_judge_great_wave_{name}.json"
         paths[name].write_text(json.dumps(report(name, seconds, folder)))
     shown = []
-    monkeypatch.setattr(zoo_tool, "plot", lambda *a: None)
-    monkeypatch.setattr(zoo_tool, "side_by_side", lambda rows, *a: shown.append(rows[0][1]))
+    monkeypatch.setattr(zoo_curves, "plot", lambda *a: None)
+    monkeypatch.setattr(zoo_curves, "side_by_side", lambda rows, *a: shown.append(rows[0][1]))
     out = tmp_path / "out"
-    zoo_tool.compare(paths["recipe"], paths["baseline"], out, finals={"recipe": shipped})
+    zoo_curves.compare(paths["recipe"], paths["baseline"], out, finals={"recipe": shipped})
     # equal time: the recipe's last point (180 s), the baseline's step 200 (170 s)
     assert shown[-1] == [("baseline", baseline_run / "checkpoints" / "step0000200.ckpt"),
                          ("recipe", shipped)]
-    zoo_tool.compare(paths["recipe"], paths["baseline"], out)
+    zoo_curves.compare(paths["recipe"], paths["baseline"], out)
     assert shown[-1] == [("baseline", baseline_run / "checkpoints" / "step0000200.ckpt")]
     with pytest.raises(SystemExit, match="step 200, not at its last step"):
-        zoo_tool.compare(paths["recipe"], paths["baseline"], out,
+        zoo_curves.compare(paths["recipe"], paths["baseline"], out,
                          finals={"baseline": shipped})
 
 
@@ -257,24 +259,25 @@ def test_hf_scores_each_model_on_the_held_out_photos_at_their_size(monkeypatch):
     fine checker over its ceiling. A flatter grade (half the contrast about the mean) also falls
     under the floor, but keeps its high-frequency ratio per contrast at 1 where the blur's drops:
     the split tells them apart."""
-    full = {n: zoo_tool.load_tensor(ROOT / "data" / "heldout" / f"{n}.jpg", max_side=96)
+    full = {n: zoo_judging.load_tensor(ROOT / "data" / "heldout" / f"{n}.jpg", max_side=96)
             for n in ("chelsea", "text")}
     sizes = []
 
     def heldout(size):
         sizes.append(size)
-        return {n: zoo_tool.TF.resize(x, size, antialias=True) for n, x in full.items()}
+        return {n: zoo_judging.TF.resize(x, size, antialias=True) for n, x in full.items()}
 
     def checker(x):
         ii, jj = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]),
                                 indexing="ij")
         return (x + 0.2 * ((ii + jj) % 2 - 0.5)).clamp(0, 1)
 
-    models = {"same": lambda x: x, "blur": lambda x: zoo_tool.TF.gaussian_blur(x, [9, 9], [3, 3]),
+    models = {"same": lambda x: x,
+              "blur": lambda x: zoo_judging.TF.gaussian_blur(x, [9, 9], [3, 3]),
               "checker": checker, "flat": lambda x: 0.5 * (x - x.mean()) + x.mean()}
-    monkeypatch.setattr(zoo_tool, "heldout", heldout)
-    monkeypatch.setattr(zoo_tool, "Stylizer", lambda model, **_: models[str(model)])
-    rows = zoo_tool.high_frequency(("same", "blur", "checker", "flat"), 64)
+    monkeypatch.setattr(zoo_judging, "heldout", heldout)
+    monkeypatch.setattr(zoo_judging, "Stylizer", lambda model, **_: models[str(model)])
+    rows = zoo_judging.high_frequency(("same", "blur", "checker", "flat"), 64)
     assert sizes == [64]  # the photos are loaded once, at the size asked
     assert rows["same"] == {"mean": pytest.approx(1.0), "min": pytest.approx(1.0),
                             "max": pytest.approx(1.0), "within": True,

@@ -7,7 +7,8 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import zoo  # noqa: E402
+import zoo_curves  # noqa: E402
+import zoo_judging as zoo  # noqa: E402
 
 
 def write_events(folder, *series):
@@ -58,7 +59,7 @@ def test_nets_judges_each_runs_final_model_against_the_reference_run(tmp_path, m
     photos = zoo.heldout(64)
     monkeypatch.setattr(zoo, "JUDGE_SIZE", 64)
     monkeypatch.setattr(zoo, "heldout", lambda size=64: photos)
-    rows = zoo.nets(tmp_path / "small", [tmp_path / "lite"], tmp_path / "out")
+    rows = zoo_curves.nets(tmp_path / "small", [tmp_path / "lite"], tmp_path / "out")
     small, lite = rows["small"], rows["lite"]
     assert small["content_ratio"] == 1 == small["style_ratio"]
     assert lite["style_ratio"] == pytest.approx(lite["style"] / small["style"])
