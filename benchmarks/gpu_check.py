@@ -178,10 +178,12 @@ class Observe(pl.Callback):
 def expected_path(device: torch.device) -> dict:
     """The fast path as the product resolves it for this check's short run: bf16 autocast and
     channels_last on CUDA, eager (compile waits for runs of COMPILE_MIN_STEPS; bench.py times
-    the compiled path); fp32 eager NCHW on the CPU."""
+    the compiled path); on the CPU fp32, eager, the transformer in NCHW and the loss network in
+    NHWC (faster there: benchmarks/NOTES.md, "The CPU training step")."""
     cuda = device.type == "cuda"
     return {"precision": "bf16-mixed" if cuda else "32-true", "device": device.type,
-            "channels_last": cuda, "compile": False, "net_nhwc": cuda, "vgg_nhwc": cuda}
+            "channels_last": cuda, "compile": False, "net_nhwc": cuda,
+            "vgg_nhwc": cuda or device.type == "cpu"}
 
 
 def run_training(ctx: Context, max_steps: int, resume: bool) -> tuple[dict, Observe]:
