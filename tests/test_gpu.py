@@ -16,7 +16,7 @@ from train import train
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_common import psnr  # noqa: E402
-from zoo import heldout  # noqa: E402
+from zoo_judging import heldout  # noqa: E402
 
 
 @pytest.mark.gpu
