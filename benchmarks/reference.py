@@ -210,18 +210,11 @@ class PhotoFiles(Dataset):
             return self.transform(Image.open(f).convert("RGB"))
 
 
-def train_reference_folder(
-    root: str | Path,
-    style: torch.Tensor,
-    vgg_path: str,
-    steps: int,
-    image_size: int = 256,
-    batch_size: int = 4,
-    channels=(32, 64, 128),
-    num_residual: int = 5,
-    device: str = "cpu",
-    on_step: Callable[[int, torch.Tensor], None] | None = None,
-) -> tuple[ReferenceNet, float]:
+def train_reference_folder(root: str | Path, style: torch.Tensor, vgg_path: str, steps: int,
+                           image_size: int = 256, batch_size: int = 4, channels=(32, 64, 128),
+                           num_residual: int = 5, device: str = "cpu",
+                           on_step: Callable[[int, torch.Tensor], None] | None = None,
+                           ) -> tuple[ReferenceNet, float]:
     """The recipe as pytorch/examples runs it on a folder of photos: Resize + CenterCrop +
     ToTensor (x 255), a DataLoader of batch_size with no workers and no shuffling, so decoding
     runs in the training loop, for `steps` steps (epochs repeat as needed). on_step(step, loss)

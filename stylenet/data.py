@@ -29,10 +29,8 @@ PROBE_FILES = 32
 CACHE_ASPECT = 16 / 9
 
 
-def crop_photo(
-    img: Image.Image, size: int, resize: int | None = None, random: bool = False,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def crop_photo(img: Image.Image, size: int, resize: int | None = None, random: bool = False,
+               generator: torch.Generator | None = None) -> torch.Tensor:
     """Resize the shorter side to `resize` (default `size`) and crop a `size` square, at the
     centre as the reference recipe does, or at a random place drawn from `generator` (the global
     RNG when None): (3, size, size) uint8."""
@@ -44,9 +42,8 @@ def resize_photo(img: Image.Image, side: int) -> torch.Tensor:
     return TF.resize(TF.pil_to_tensor(img), side, antialias=True)
 
 
-def crop_resized(
-    t: torch.Tensor, size: int, random: bool = False, generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def crop_resized(t: torch.Tensor, size: int, random: bool = False,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """crop_photo's crop, of a photo already resized: (3, H, W) uint8 -> (3, size, size)."""
     if not random:
         return TF.center_crop(t, size)

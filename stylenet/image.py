@@ -1,13 +1,15 @@
 """Image files in and out: EXIF orientation, any mode to RGB, alpha, EXIF and colour profiles
-kept, size limits, atomic saves, and image grids."""
+kept, size limits, atomic saves, image grids, and the style image as training reads it."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -218,3 +220,15 @@ def list_images(root: str | Path) -> list[Path]:
     return sorted(
         p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
     )
+
+
+def load_style(style: dict[str, Any]) -> tuple[torch.Tensor, str]:
+    """The style image at `style.size` as (1, 3, H, W) in 0..1, and the SHA-256 of its file (read
+    once: the hash names the bytes that were used)."""
+    path = Path(style["image"])
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f"{path}: {e.strerror.lower()}: check style.image") from None
+    image = load_tensor(path, max_side=style.get("size")).unsqueeze(0)
+    return image, hashlib.sha256(data).hexdigest()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,26 +13,13 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 from typing_extensions import override
 
-from stylenet.image import ImageError, image_grid, load_tensor
+from stylenet import speed
+from stylenet.image import image_grid
 from stylenet.losses import PerceptualLoss
 from stylenet.transformer import TransformerNet, macs_per_pixel
 
 log = logging.getLogger(__name__)
 
-# compile=None compiles on CUDA only for runs at least this long. A prediction, not yet measured
-# (benchmarks/NOTES.md, "Training"): compiling both nets from an empty cache takes 40-80 s on an
-# H100 and saves 3-6 ms a step, so it pays back after roughly 7,000-25,000 steps. A 2000-step run
-# stays eager (never slower for compiling); the paper's two COCO epochs (41,000 steps) compile.
-COMPILE_MIN_STEPS = 10_000
-# On the CPU (a 2-core Xeon, benchmarks/NOTES.md, "The CPU training step"): compiling the
-# transformer (inductor's C++ kernels fuse its padding, norms and ReLUs) saves 0.74 s of its 2.3 s
-# forward and backward at 256 px crops, batch 4 (the paper's net: 40 G multiply-adds a step
-# forward), 65 ms at 128 px (10 G) and nothing on the lite and small nets, for a warm-up of
-# 35-95 s. So compile=None compiles it on the CPU only where it pays back quickly: a forward of
-# at least CPU_COMPILE_MIN_MACS a step, for at least CPU_COMPILE_MIN_STEPS steps. The loss
-# network stays eager there (compiled: 0.1 s a step for ~20 s of warm-up per graph).
-CPU_COMPILE_MIN_MACS = 20e9
-CPU_COMPILE_MIN_STEPS = 200
 # TensorBoard's HParams tab compares runs by these, copied from the validation losses.
 HPARAM_METRICS = {"hp/val_content": "val/content", "hp/val_style": "val/style",
                   "hp/val_total": "val/total"}
@@ -47,18 +32,6 @@ def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
     gray = (images.float() * luma).sum(1, keepdim=True)
     kernel = images.new_tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).float()
     return F.conv2d(gray, kernel).pow(2).mean(dim=(1, 2, 3))
-
-
-def load_style(style: dict[str, Any]) -> tuple[torch.Tensor, str]:
-    """The style image at `style.size` as (1, 3, H, W) in 0..1, and the SHA-256 of its file (read
-    once: the hash names the bytes that were used)."""
-    path = Path(style["image"])
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageError(f"{path}: {e.strerror.lower()}: check style.image") from None
-    image = load_tensor(path, max_side=style.get("size")).unsqueeze(0)
-    return image, hashlib.sha256(data).hexdigest()
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -135,29 +108,12 @@ class StyleTransferModule(pl.LightningModule):
     def apply_speedups(self, device_type: str, steps: float = math.inf,
                        forward_macs: float = 0.0) -> None:
         """Resolve the None ("auto") switches for `device_type`, a run of `steps` optimizer
-        steps and a transformer forward of `forward_macs` multiply-adds a step, and apply them;
-        idempotent. On CUDA: both nets in channels_last, compiled for runs of COMPILE_MIN_STEPS
-        or more. On the CPU: the loss network in channels_last (1.35x faster there; the
-        transformer is slower in it), the transformer compiled where CPU_COMPILE_MIN_MACS and
-        CPU_COMPILE_MIN_STEPS say it pays back. True or False sets both nets."""
-        on_cuda, on_cpu = device_type == "cuda", device_type == "cpu"
-        if self.loss_channels_last is None:  # from the switches as given, before they resolve
-            given_layout, given_compile = self.channels_last, self.compile
-            self.loss_channels_last = on_cuda or on_cpu if given_layout is None else given_layout
-            self.compile_loss = (on_cuda and steps >= COMPILE_MIN_STEPS if given_compile is None
-                                 else given_compile)
-        if self.channels_last is None:
-            self.channels_last = on_cuda
-        if self.compile is None:
-            if on_cpu:
-                self.compile = (forward_macs >= CPU_COMPILE_MIN_MACS
-                                and steps >= CPU_COMPILE_MIN_STEPS)
-            else:
-                self.compile = on_cuda and steps >= COMPILE_MIN_STEPS
-                if on_cuda and not self.compile:
-                    log.info("compile: off for a %d-step run, shorter than the %d steps "
-                             "compiling takes to pay back its warm-up (model.compile=true "
-                             "forces it)", steps, COMPILE_MIN_STEPS)
+        steps and a transformer forward of `forward_macs` multiply-adds a step
+        (stylenet/speed.py says how), and apply them; idempotent."""
+        if self.loss_channels_last is None:  # not resolved yet
+            s = speed.resolve(self.channels_last, self.compile, device_type, steps, forward_macs)
+            self.channels_last, self.compile = s.channels_last, s.compile
+            self.loss_channels_last, self.compile_loss = s.loss_channels_last, s.compile_loss
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.loss_channels_last:

@@ -14,6 +14,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_check  # noqa: E402
+import gpu_check_infer  # noqa: E402
 
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
           "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg"]
@@ -72,7 +73,7 @@ def test_tiny_cpu_run_passes_every_row(photos, tmp_path, capsys, one_thread):
     # tiled rows compare with the untiled output where it fits: every tiny size does
     for size in s.stylize:
         detail = rows[f"stylize {size} px tile={s.tile}"]["detail"]
-        assert float(detail.split(": ")[1].split(" dB")[0]) >= gpu_check.PSNR_FP32_DB
+        assert float(detail.split(": ")[1].split(" dB")[0]) >= gpu_check_infer.PSNR_FP32_DB
     assert (tmp_path / "w" / "run" / "model.pt").is_file()
     assert (tmp_path / "w" / "gatys.jpg").is_file()
 
@@ -140,5 +141,5 @@ def test_stylize_rows_run_without_the_cudnn_benchmark_training_left_on(tmp_path,
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # as training leaves it
     ctx = SimpleNamespace(model=model, device=torch.device("cpu"), s=SimpleNamespace(overlap=32),
                           image=lambda size: torch.rand(3, size, size))
-    out, _, _ = gpu_check.stylize(ctx, 48, None)
+    out, _, _ = gpu_check_infer.stylize(ctx, 48, None)
     assert out.shape == (3, 48, 48) and seen == [False]

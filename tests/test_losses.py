@@ -1,14 +1,11 @@
 import pytest
 import torch
 
+from stylenet.color import color_distance, color_stats, palette_transfer, psd_sqrt
 from stylenet.losses import (
     PerceptualLoss,
-    color_distance,
-    color_stats,
     content_loss,
     gram_matrix,
-    palette_transfer,
-    psd_sqrt,
     sliced_wasserstein,
     style_loss,
     total_variation,

@@ -8,12 +8,8 @@ import pytest
 import torch
 
 from stylenet.losses import PerceptualLoss
-from stylenet.module import (
-    COMPILE_MIN_STEPS,
-    CPU_COMPILE_MIN_MACS,
-    CPU_COMPILE_MIN_STEPS,
-    StyleTransferModule,
-)
+from stylenet.module import StyleTransferModule
+from stylenet.speed import COMPILE_MIN_STEPS, CPU_COMPILE_MIN_MACS, CPU_COMPILE_MIN_STEPS
 from stylenet.transformer import TransformerNet, macs_per_pixel
 from stylenet.vgg import VGGFeatures
 

@@ -12,6 +12,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import judge  # noqa: E402
 import quality  # noqa: E402
+import quality_bf16  # noqa: E402
 import reference  # noqa: E402
 
 from stylenet.losses import gram_matrix  # noqa: E402
@@ -158,7 +159,7 @@ def gram_summed_in_bf16(features: torch.Tensor, normalize: str = "chw") -> torch
 @pytest.mark.slow
 def test_bf16_mixed_training_matches_fp32_but_a_gram_summed_in_bf16_does_not(tmp_path):
     """The GPU defaults' numerics (bf16-mixed, channels_last) trained through train(cfg) against
-    fp32, paired (same initial weights, same crops), on the judge: within quality.BF16_AGREE,
+    fp32, paired (same initial weights, same crops), on the judge: within quality_bf16.BF16_AGREE,
     the spread rounding alone gives (benchmarks/NOTES.md, "bf16 against fp32"). The broken
     variant, the same bf16 run with the Gram summed in bf16, must fall outside it."""
     from unittest import mock
@@ -168,12 +169,12 @@ def test_bf16_mixed_training_matches_fp32_but_a_gram_summed_in_bf16_does_not(tmp
     def broken():
         return mock.patch.object(stylenet.losses, "gram_matrix", gram_summed_in_bf16)
 
-    reports = quality.paired_precision(PRECISION, tmp_path,
-                                       {"bf16": quality.BF16, "broken": quality.BF16},
+    reports = quality_bf16.paired_precision(PRECISION, tmp_path,
+                                       {"bf16": quality_bf16.BF16, "broken": quality_bf16.BF16},
                                        {"broken": broken})
     summary = [(r["seed"], r["over_fp32"]) for r in reports]
-    assert quality.deviation(reports, "bf16") <= quality.BF16_AGREE, summary
-    assert quality.deviation(reports, "broken") > quality.BF16_AGREE, summary
+    assert quality_bf16.deviation(reports, "bf16") <= quality_bf16.BF16_AGREE, summary
+    assert quality_bf16.deviation(reports, "broken") > quality_bf16.BF16_AGREE, summary
 
 
 @pytest.mark.slow

@@ -253,7 +253,7 @@ def test_with_content_palette_the_identity_steps_fit_the_photo_in_the_paintings_
     import torch.nn.functional as F
     from pytorch_lightning import Callback
 
-    from stylenet.losses import color_stats, palette_transfer
+    from stylenet.color import color_stats, palette_transfer
 
     cfg = cfg_train("data.dataset.n=4", "data.dataset.image_size=32", "data.val_size=1",
                     "data.batch_size=2", "data.num_preview=1", "model.net.channels=[8,16,32]",
