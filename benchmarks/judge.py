@@ -208,13 +208,24 @@ class Judge:
         x = image.to(self.device, torch.float32)
         return self.vgg((x if x.dim() == 4 else x[None]) * 255)
 
+    def style_by_layer(self, out: dict[str, torch.Tensor]) -> dict[str, float]:
+        """An image's style distance from the painting at each tap, from its features."""
+        return {k: STYLE_WEIGHT * float(F.mse_loss(reference.gram(out[k]), self.style_grams[k]))
+                for k in reference.STYLE_LAYERS}
+
+    @torch.no_grad()
+    def relative_style(self, photo: torch.Tensor, stylized: torch.Tensor) -> float:
+        """The stylized image's style distance from the painting over the photo's own, the mean
+        over the four taps (1: no nearer the painting than the photo)."""
+        got, own = (self.style_by_layer(self.features(x)) for x in (stylized, photo))
+        return sum(got[k] / own[k] for k in got) / len(got)
+
     @torch.no_grad()
     def __call__(self, photo: torch.Tensor, stylized: torch.Tensor) -> dict[str, float]:
         """photo and stylized: (3, H, W) in 0..1, the same size."""
         out, ref = self.features(stylized), self.features(photo)
         content = F.mse_loss(out[reference.CONTENT_LAYER], ref[reference.CONTENT_LAYER])
-        layers = {k: STYLE_WEIGHT * float(F.mse_loss(reference.gram(out[k]), self.style_grams[k]))
-                  for k in reference.STYLE_LAYERS}
+        layers = self.style_by_layer(out)
         return {"content": CONTENT_WEIGHT * float(content), "style": sum(layers.values()),
                 "high_freq_ratio": high_frequency_ratio(photo, stylized),
                 "periodic_share": periodic_share(stylized),

@@ -89,6 +89,23 @@ def relative_style(scores: dict, own: dict[str, float]) -> float:
     return statistics.fmean(scores[k] / own[k] for k in LAYER_KEYS)
 
 
+def zoo_paintings() -> list[str]:
+    """The zoo's paintings: one recipe file each in configs/experiment/zoo/."""
+    return sorted(p.stem for p in (ROOT / "configs" / "experiment" / "zoo").glob("*.yaml"))
+
+
+def nearest_paintings(outputs: dict[str, torch.Tensor], photos: dict[str, torch.Tensor],
+                      judges: dict[str, Judge]) -> dict[str, str]:
+    """photo name -> the painting (of `judges`, one per painting) its output is nearest in
+    relative style, each photo against its own distance from each painting."""
+    nearest = {}
+    for name, out in outputs.items():
+        relative = {painting: judge.relative_style(photos[name], out)
+                    for painting, judge in judges.items()}
+        nearest[name] = min(relative, key=relative.get)
+    return nearest
+
+
 def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> dict:
     """Means over the photos of the judge's scores, medians of its band energies, whether the
     model passes the band bar ("paints"), and each photo's scores."""

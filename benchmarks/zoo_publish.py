@@ -21,12 +21,14 @@ from zoo_judging import (  # noqa: E402
     ROOT,
     bundled_painting,
     heldout,
+    nearest_paintings,
     own_distance,
     relative_style,
     run_config,
     score,
     seconds_at,
     wall_clock,
+    zoo_paintings,
 )
 
 from stylenet import zoo  # noqa: E402
@@ -59,7 +61,9 @@ variance ratio; the zoo's bar is at least 1.2 for both (a recoloured photo score
 less; a contrast stretch raises the first only). Relative style:
 each layer's style distance over the unchanged photos' own there, the mean over the four layers
 (1: no nearer the painting than the photo; the held-out style sums the layers raw, and relu1_2 is
-~99 % of it, so only this column counts the layers of strokes). Wall time: the
+~99 % of it, so only this column counts the layers of strokes). Named: on how many of the 8
+photos the output is nearer this painting, in relative style, than any other of the zoo's
+(`configs/experiment/zoo/`); the zoo's bar is 7. Wall time: the
 training run, start to model file, on the CPU named. Written by `python benchmarks/zoo.py
 publish RUN`.
 
@@ -82,15 +86,22 @@ def record_of(name: str, model: Path) -> dict:
     config = yaml.safe_load(meta["config"])
     judge, photos = Judge(None, bundled_painting(name)), heldout()
     judged = score(model, judge, photos)
+    stylizer = Stylizer(model, device="cpu", precision="fp32")
+    judges = {q: judge if q == name else Judge(None, bundled_painting(q))
+              for q in {*zoo_paintings(), name}}
+    nearest = nearest_paintings({k: stylizer(x) for k, x in photos.items()}, photos, judges)
     return {
         "held_out": {"content": judged["content"], "style": judged["style"],
                      "style_relative": relative_style(judged, own_distance(judge, photos)),
                      "high_freq_ratio": judged["high_freq_ratio"],
                      "periodic_share": judged["periodic_share"],
                      **{k: judged[k] for k in BAND_KEYS}, "paints": judged["paints"],
+                     # photos whose output is nearer this painting than any other of the zoo's
+                     "named": sum(q == name for q in nearest.values()),
                      "photos": {k: {"content": v["content"], "style": v["style"],
                                     "stroke_bands": v["stroke_bands"],
-                                    "stroke_contrast": v["stroke_contrast"]}
+                                    "stroke_contrast": v["stroke_contrast"],
+                                    "nearest": nearest[k]}
                                 for k, v in judged["photos"].items()}},
         "style_sha256": meta["style"]["sha256"],
         "style_weight": config["style"]["style_weight"], "style_size": config["style"]["size"],

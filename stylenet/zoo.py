@@ -43,8 +43,8 @@ def table(recs: dict[str, dict[str, Any]] | None = None) -> str:
     recs = records() if recs is None else recs
     rows = ["| model | painting | training command | steps | wall time, CPU | style weight, "
             "size | held-out content / style | relative style | bands 4-16 px (over contrast) | "
-            "high-freq. ratio | periodic share | sample |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "high-freq. ratio | periodic share | named | sample |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in recs.items():
         judged = r["held_out"]
         rows.append(
@@ -54,5 +54,5 @@ def table(recs: dict[str, dict[str, Any]] | None = None) -> str:
             f"{judged['style_relative']:.3f} | "
             f"{judged['stroke_bands']:.2f} ({judged['stroke_contrast']:.2f}) | "
             f"{judged['high_freq_ratio']:.2f} | {judged['periodic_share']:.3f} | "
-            f"[{name}](../../{r['sample']}) |")
+            f"{judged['named']}/{len(judged['photos'])} | [{name}](../../{r['sample']}) |")
     return "\n".join(rows)

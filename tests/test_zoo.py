@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT
+from torchvision.transforms.v2 import functional as TF
 
 from stylenet import zoo
 from stylenet.model_file import ZOO, ModelFileError, load_model, resolve_model, zoo_names
@@ -109,6 +110,7 @@ def test_a_shipped_model(name, tmp_path):
                 "stroke_bands", "stroke_contrast"):
         assert measured[key] == pytest.approx(record["held_out"][key], rel=REPRODUCE,
                                               abs=1e-3), key
+    assert measured["named"] == record["held_out"]["named"]
     assert HF_RANGE[0] <= measured["high_freq_ratio"] <= HF_RANGE[1]
     assert measured["periodic_share"] <= PERIODIC_MAX  # no checker, weave or stripes
 
@@ -152,7 +154,8 @@ def test_a_record_missing_a_table_field_stops_publishing_with_the_records_untouc
                      "sample": "docs/zoo/a.jpg",
                      "held_out": {"content": 1.0, "style": 2.0, "style_relative": 0.5,
                                   "high_freq_ratio": 1.0, "periodic_share": 0.0,
-                                  "stroke_bands": 1.3, "stroke_contrast": 1.5}}}
+                                  "stroke_bands": 1.3, "stroke_contrast": 1.5, "named": 8,
+                                  "photos": dict.fromkeys("abcdefgh", {})}}}
     monkeypatch.setattr(zoo, "RECORDS", tmp_path / "zoo.json")
     monkeypatch.setattr(zoo_publish, "ZOO", tmp_path)
     zoo_publish.write_records(records)
@@ -162,6 +165,29 @@ def test_a_record_missing_a_table_field_stops_publishing_with_the_records_untouc
     with pytest.raises(SystemExit, match="zoo.json: a record lacks 'style_relative': run"):
         zoo_publish.write_records({**records, **old})
     assert zoo.records() == records
+
+
+def test_each_output_is_named_after_the_painting_its_style_is_nearest():
+    """The zoo's naming check: an output is named after the painting it is nearest in relative
+    style, each photo against its own distance from each painting: outputs that are one of the
+    paintings are named after it, whatever the photo, and a blend after its larger part."""
+    names = ["starry_night", "great_wave"]
+    paintings = {n: zoo_judging.bundled_painting(n, max_side=96) for n in names}
+    judges = {n: zoo_judging.Judge(None, p) for n, p in paintings.items()}
+    photos = {n: zoo_judging.load_tensor(ROOT / "data" / "heldout" / f"{n}.jpg", max_side=96)
+              for n in ("chelsea", "coffee")}
+
+    def as_photo(painting, photo):  # the painting cut to the photo's size
+        return TF.center_crop(TF.resize(painting, list(photo.shape[-2:]), antialias=True),
+                              list(photo.shape[-2:]))
+
+    for n, painting in paintings.items():
+        outputs = {k: as_photo(painting, x) for k, x in photos.items()}
+        assert zoo_judging.nearest_paintings(outputs, photos, judges) == dict.fromkeys(photos, n)
+    mostly_wave = {k: 0.8 * as_photo(paintings["great_wave"], x) + 0.2 * x
+                   for k, x in photos.items()}
+    assert set(zoo_judging.nearest_paintings(mostly_wave, photos, judges).values()) == {
+        "great_wave"}
 
 
 def test_the_relative_style_counts_every_layer_against_the_photos_own():

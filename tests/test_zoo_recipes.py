@@ -23,7 +23,8 @@ NOTES = (ROOT / "benchmarks" / "NOTES").with_suffix(".md")
 def gpu_command(name: str) -> list[str]:
     """The overrides of NOTES.md's GPU command (written for The Starry Night) for `name`."""
     lines = [line.strip() for line in NOTES.read_text().splitlines()
-             if line.strip().startswith("python train.py experiment=zoo/") and "trainer=gpu" in line]
+             if line.strip().startswith("python train.py experiment=zoo/")
+             and "trainer=gpu" in line]
     assert len(lines) == 1, "NOTES.md holds one GPU command for the zoo's recipes"
     command = re.sub(r"experiment=zoo/\w+", f"experiment=zoo/{name}", lines[0])
     return shlex.split(command.removeprefix("python train.py"))
