@@ -24,6 +24,7 @@ os.environ.setdefault("STYLENET_ROOT", str(Path(__file__).resolve().parent))
 
 from stylenet.cli import check_required, run  # noqa: E402
 from stylenet.color import blend, check_strength, preserve_color  # noqa: E402
+from stylenet.devices import pick_device  # noqa: E402
 from stylenet.gatys import RunLog, level_sizes, optimize_image  # noqa: E402
 from stylenet.image import (  # noqa: E402
     ImageError,
@@ -34,7 +35,6 @@ from stylenet.image import (  # noqa: E402
     to_pil,
 )
 from stylenet.losses import PerceptualLoss  # noqa: E402
-from stylenet.stylize import pick_device  # noqa: E402
 
 log = logging.getLogger("stylenet.optimize")
 

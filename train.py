@@ -29,7 +29,9 @@ from stylenet.image import (
     ImageError,  # noqa: E402
     load_style,  # noqa: E402
 )
+from stylenet.model_file import ModelFileError, load_model  # noqa: E402
 from stylenet.module import HPARAM_METRICS  # noqa: E402
+from stylenet.multi import add_painting, painting_configs, painting_names  # noqa: E402
 from stylenet.vgg_weights import WeightsUnavailableError  # noqa: E402
 
 log = logging.getLogger("stylenet.train")
@@ -47,7 +49,7 @@ SWEPT_SETTINGS = (
     "loss.content_layer", "loss.style_layers", "loss.vgg.weights", "model.net.channels",
     "model.net.num_residual", "model.net.edge_kernel", "model.optimizer.lr", "model.scheduler",
     "model.identity_steps", "model.style_warmup_steps", "model.style_warmup_factor",
-    "loss.content_palette", "data.batch_size",
+    "loss.content_palette", "model.paintings", "model.sampling", "data.batch_size",
     "data.dataset.image_size", "trainer.precision", "trainer.max_steps", "seed",
 )
 # Groups whose keys a `+key=value` typo would silently add to (see check_added_keys).
@@ -124,26 +126,78 @@ def swept_settings(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
+def load_paintings(paintings: list[dict[str, Any]], where: str) -> list[torch.Tensor]:
+    """Each painting's image at its size; its sha256 recorded in its dict."""
+    images = []
+    for i, style in enumerate(paintings):
+        try:
+            image, style["sha256"] = load_style(style)
+        except ImageError as e:
+            raise SystemExit(f"{where.format(i=i)}.image: {e}") from None
+        images.append(image)
+    return images
+
+
+def multi_setup(cfg: DictConfig) -> dict[str, Any] | None:
+    """What a net of several paintings adds to the module's arguments: model=multi (the paintings
+    of model.paintings) or base=FILE (experiment=add_painting: style= is a painting added to the
+    file's, trained alone). None for a net of one painting."""
+    base = OmegaConf.select(cfg, "base")
+    if base is None and OmegaConf.select(cfg, "model.paintings") is None:
+        return None
+    if base is None:
+        try:
+            paintings = painting_configs(cfg)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+        images = load_paintings(paintings, "model.paintings[{i}]")
+        return {"paintings": paintings, "style_image": images,
+                "style": {"name": "+".join(p["name"] for p in paintings)}}
+    try:
+        base_net, meta = load_model(base)
+    except ModelFileError as e:
+        raise SystemExit(f"base={base}: {e}") from None
+    names = painting_names(meta)
+    style = OmegaConf.to_container(cfg.style, resolve=True)
+    if not names:
+        raise SystemExit(f"base={base} holds one painting: adding one needs a file of several "
+                         "(train one with model=multi)")
+    if style["name"] in names:
+        raise SystemExit(f"style.name={style['name']}: {base} already has a painting of that "
+                         f"name ({', '.join(names)}): choose another")
+    images = load_paintings([style], "style")
+    return {"net": add_painting(base_net), "paintings": [style], "style_image": images,
+            "frozen_paintings": meta["paintings"],
+            "style": {"name": "+".join([*names, style["name"]])}}
+
+
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str, Any]:
     """Train; the callbacks write the model file and a stylized sample. Returns the final metrics
     (and model_path, sample_path, skipped_files, global_step). extra_callbacks are added to the
     configured ones (for programmatic use)."""
     check_settings(cfg)
-    style = OmegaConf.to_container(cfg.style, resolve=True)
-    try:
-        style_image, style["sha256"] = load_style(style)
-    except ImageError as e:
-        raise SystemExit(f"style.image: {e}") from None
+    multi = multi_setup(cfg)
+    if multi is None:
+        style = OmegaConf.to_container(cfg.style, resolve=True)
+        style_image = load_paintings([style], "style")[0]
     check_run(cfg)
     ckpt_path = resolve_checkpoint(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
-    loss = build(cfg.loss)  # first: a wrong layer name or weight stops here, before the photos
+    # first: a wrong layer name or weight stops here, before the photos
+    loss = build(cfg.loss) if multi is None else build(cfg.loss, paintings=multi["paintings"])
     datamodule = build(cfg.data)
     config = resolved_config(cfg)
-    module = build(cfg.model, loss=loss, style=style, style_image=style_image,
-                   run_config=OmegaConf.to_yaml(config), _convert_="partial")
+    if multi is None:
+        module = build(cfg.model, loss=loss, style=style, style_image=style_image,
+                       run_config=OmegaConf.to_yaml(config), _convert_="partial")
+    else:  # a net of N paintings (built after the seed, as build() would), or the base's + 1
+        if "net" not in multi:
+            multi["net"] = build(cfg.model.net, num_styles=len(multi["paintings"]))
+        model = OmegaConf.create({k: v for k, v in config["model"].items() if k != "net"})
+        module = build(model, loss=loss, run_config=OmegaConf.to_yaml(config),
+                       _convert_="partial", **multi)
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
     logger = build(cfg.logger) if cfg.get("logger") else False
     trainer: pl.Trainer = build(cfg.trainer, callbacks=[*callbacks, *extra_callbacks],

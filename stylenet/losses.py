@@ -1,87 +1,27 @@
-"""Perceptual losses: pure functions first, then one module that holds the style targets.
+"""Perceptual losses: one module that holds the weights and style targets (one painting, or
+several for a net of many paintings); the pure functions live in stylenet/loss_terms.py.
 
-The same functions serve training (feed-forward net) and per-image optimisation.
+The same module serves training (feed-forward net) and per-image optimisation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from stylenet.color import color_distance, color_stats, palette_transfer, psd_sqrt
+from stylenet.loss_terms import (
+    content_loss,
+    gram_matrix,
+    sliced_wasserstein,
+    style_loss,
+    total_variation,
+)
 from stylenet.vgg import VGGFeatures, layer_names
-
-
-def gram_matrix(features: torch.Tensor, normalize: str = "chw") -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, C) Gram matrices, computed in fp32 (bf16 sums of H*W products lose
-    too much precision). normalize: 'chw' divides by C*H*W (Johnson et al.), 'hw' by H*W."""
-    b, c, h, w = features.shape
-    # Autocast would run bmm in bf16/fp16 again despite the .float(): switch it off here.
-    with torch.autocast(features.device.type, enabled=False):
-        f = features.float()
-        if f.is_contiguous(memory_format=torch.channels_last) and not f.is_contiguous():
-            # NHWC (the loss network's layout on the CPU): (B, H*W, C) is a view, and the
-            # gradient comes back in the layout of the other gradients it is added to (an NCHW
-            # copy made them add up in a strided loop: 0.2 s of a 4 s CPU step at 256 px).
-            f = f.permute(0, 2, 3, 1).reshape(b, h * w, c)
-            gram = torch.bmm(f.transpose(1, 2), f)
-        else:
-            f = f.reshape(b, c, h * w)
-            gram = torch.bmm(f, f.transpose(1, 2))
-    if normalize == "chw":
-        return gram / (c * h * w)
-    if normalize == "hw":
-        return gram / (h * w)
-    raise ValueError(f"gram normalize={normalize!r}: use 'chw' or 'hw'")
-
-
-def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between feature maps."""
-    return F.mse_loss(features.float(), target.float())
-
-
-def style_loss(
-    grams: dict[str, torch.Tensor],
-    targets: dict[str, torch.Tensor],
-    layer_weights: dict[str, float],
-) -> torch.Tensor:
-    """Weighted sum over layers of the MSE between Gram matrices; a (1, C, C) target is compared
-    with every image of the batch."""
-    total = 0.0
-    for name, weight in layer_weights.items():
-        g = grams[name]
-        total = total + weight * F.mse_loss(g, targets[name].expand_as(g))
-    return total
-
-
-def sliced_wasserstein(features: torch.Tensor, target: torch.Tensor,
-                       directions: torch.Tensor) -> torch.Tensor:
-    """Sliced Wasserstein distance between each image's features and the painting's (Heitz et al.
-    2021): both projected on the same unit directions, each projection sorted, the sorted values
-    compared by MSE. It matches the whole distribution of the features, of which a Gram matrix is
-    the second moment only. features: (B, C, H, W); target: (C, M) samples of the painting's
-    features; directions: (C, K). The painting's quantiles are taken at the output's H*W points."""
-    b, c, h, w = features.shape
-    with torch.autocast(features.device.type, enabled=False):
-        f = features.float().reshape(b, c, h * w).transpose(1, 2) @ directions  # (B, N, K)
-        t = target.float().t() @ directions  # (M, K)
-        f = f.sort(dim=1).values
-        t = t.sort(dim=0).values
-        n, m = f.shape[1], t.shape[0]
-        if m != n:  # quantile (i + 1/2) / N: the painting's sorted sample at the same rank,
-            # in integers (a float32 rank can fall just below its whole number)
-            t = t[(2 * torch.arange(n, device=t.device) + 1) * m // (2 * n)]
-        return F.mse_loss(f, t.unsqueeze(0).expand_as(f))
-
-
-def total_variation(image: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between neighbouring pixels (anisotropic TV)."""
-    dh = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
-    dw = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
-    return dh + dw
 
 
 class PerceptualLoss(nn.Module):
@@ -90,6 +30,11 @@ class PerceptualLoss(nn.Module):
     style_layers maps layer name -> weight (0 switches a layer off); the style targets (Gram
     matrices of the style image, or with style_metric='sliced' samples of its feature vectors)
     are buffers set once by set_style() and saved with the module.
+
+    paintings: for a net of several paintings (model=multi), one style config per painting; each
+    may set its own content_weight, style_weight, tv_weight, style_layers (merged over the shared
+    ones) and content_palette, and the shared settings stand for what it leaves out. The targets
+    then hold one row per painting, and forward() takes the painting to compare with.
     """
 
     def __init__(
@@ -108,6 +53,7 @@ class PerceptualLoss(nn.Module):
         sliced_samples: int = 16384,
         sliced_directions: int | None = None,
         content_palette: bool = False,
+        paintings: list[Mapping[str, Any]] | None = None,
     ):
         super().__init__()
         if style_layers is not None and not isinstance(style_layers, Mapping):
@@ -130,8 +76,23 @@ class PerceptualLoss(nn.Module):
             if value < 0:
                 raise ValueError(f"loss.style_layers.{name}={value:g} is negative: weights must "
                                  "be >= 0 (0 switches a layer off)")
+        shared_layers = style_layers
         # A layer weighted 0 is switched off: it need not be tapped (a config can drop a layer).
         style_layers = {name: w for name, w in style_layers.items() if w != 0}
+        self.paintings = None
+        if paintings:
+            if style_metric == "sliced":
+                raise ValueError("loss.style_metric=sliced trains one painting: use "
+                                 "loss.style_metric=gram with model=multi")
+            shared = {"content_weight": content_weight, "style_weight": style_weight,
+                      "tv_weight": tv_weight, "content_palette": content_palette}
+            self.paintings = [painting_settings(p, i, shared, shared_layers)
+                              for i, p in enumerate(paintings)]
+            # Every layer some painting weighs is tapped, and holds targets.
+            style_layers = {n: 1.0 for p in self.paintings for n in p["style_layers"]}
+        # The style-weight warmup's factor for a net of several paintings (the module sets it;
+        # one painting's warmup sets style_weight itself).
+        self.style_factor = 1.0
         known = layer_names(vgg.arch)
         for key, name in [("loss.content_layer", content_layer),
                           *[("loss.style_layers", n) for n in style_layers]]:
@@ -202,11 +163,37 @@ class PerceptualLoss(nn.Module):
             feats = {k: v * self.feature_scale for k, v in feats.items()}
         return feats
 
+    def settings(self, painting: int = 0) -> dict[str, Any]:
+        """The weights, style layers and content_palette that painting `painting` is trained
+        with (one painting: the module's own, as they are now)."""
+        if self.paintings is None:
+            return {"content_weight": self.content_weight, "style_weight": self.style_weight,
+                    "tv_weight": self.tv_weight, "style_layers": self.style_layers,
+                    "content_palette": self.content_palette}
+        p = self.paintings[painting]
+        return {**p, "style_weight": p["style_weight"] * self.style_factor}
+
+    def _color(self, painting: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The painting's RGB mean (3,) and the square root of its covariance (3, 3)."""
+        if self.paintings is None:
+            return self.target_color_mean, self.target_color_cov_sqrt
+        return self.target_color_mean[painting], self.target_color_cov_sqrt[painting]
+
     @torch.no_grad()
-    def set_style(self, style: torch.Tensor) -> None:
-        """style: (1, 3, H, W) RGB in 0..1."""
-        mean, cov = color_stats(style)
-        self.target_color_mean, self.target_color_cov_sqrt = mean[0], psd_sqrt(cov[0])
+    def set_style(self, style: torch.Tensor | Sequence[torch.Tensor]) -> None:
+        """style: (1, 3, H, W) RGB in 0..1; with several paintings, one such image each, in
+        order (each at its own size)."""
+        styles = list(style) if isinstance(style, list | tuple) else [style]
+        count = 1 if self.paintings is None else len(self.paintings)
+        if len(styles) != count:
+            raise ValueError(f"set_style: {len(styles)} style images for {count} paintings")
+        stats = [color_stats(s) for s in styles]
+        mean = torch.cat([m for m, _ in stats])
+        cov_sqrt = torch.stack([psd_sqrt(c[0]) for _, c in stats])
+        if self.paintings is None:
+            mean, cov_sqrt = mean[0], cov_sqrt[0]
+        self.target_color_mean, self.target_color_cov_sqrt = mean, cov_sqrt
+        style = styles[0]
         if self.style_metric == "sliced":
             # A fixed random subset of the painting's feature vectors at each layer (all of them
             # where there are fewer): the samples whose projections are sorted at every step.
@@ -219,15 +206,21 @@ class PerceptualLoss(nn.Module):
                     f = f[:, keep.to(f.device)]
                 setattr(self, self._target_key(name, 0), f)
             return
-        for i, scale in enumerate(self.style_scales):
-            for name, gram in self._grams(style, scale).items():
-                setattr(self, self._target_key(name, i), gram)
+        for i, scale in enumerate(self.style_scales):  # (N, C, C): one row per painting
+            grams = [self._grams(s, scale) for s in styles]
+            for name in self.style_layers:
+                setattr(self, self._target_key(name, i), torch.cat([g[name] for g in grams]))
 
-    def style_targets(self, scale_index: int = 0) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, self._target_key(name, scale_index))
-                for name in self.style_layers}
+    def style_targets(self, scale_index: int = 0, painting: int = 0) -> dict[str, torch.Tensor]:
+        """The targets at one scale: (1, C, C) Gram matrices of `painting` (or sliced samples)."""
+        targets = {name: getattr(self, self._target_key(name, scale_index))
+                   for name in self.style_layers}
+        if self.paintings is None:
+            return targets
+        return {name: t[painting : painting + 1] for name, t in targets.items()}
 
-    def style_term(self, output: torch.Tensor, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+    def style_term(self, output: torch.Tensor, feats: dict[str, torch.Tensor],
+                   painting: int = 0) -> torch.Tensor:
         """The unweighted style loss of `output` (whose features at scale 1 are `feats`): the
         Gram loss at each of style_scales (the output and the painting resized alike), summed;
         or with style_metric='sliced' the sliced Wasserstein distance at each layer."""
@@ -242,10 +235,10 @@ class PerceptualLoss(nn.Module):
                 total = total + weight * sliced_wasserstein(
                     feats[name], targets[name], directions)
             return total
-        total = 0.0
+        total, layers = 0.0, self.settings(painting)["style_layers"]
         for i, scale in enumerate(self.style_scales):
             grams = self._grams(output, scale, feats if i == 0 else None)
-            total = total + style_loss(grams, self.style_targets(i), self.style_layers)
+            total = total + style_loss(grams, self.style_targets(i, painting), layers)
         return total
 
     def _grams(self, image: torch.Tensor, scale: float,
@@ -256,35 +249,53 @@ class PerceptualLoss(nn.Module):
             feats = self.features(self._downscaled(image, scale), upto=self.deepest_style)
         return {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
 
-    def content_image(self, photos: torch.Tensor) -> torch.Tensor:
+    def content_image(self, photos: torch.Tensor, painting: int = 0) -> torch.Tensor:
         """The image whose features the content term compares the output with: the photos, or
         with content_palette the photos recoloured to the painting's palette (set_style() first)."""
-        if not self.content_palette:
+        if not self.settings(painting)["content_palette"]:
             return photos
-        cov_sqrt = self.target_color_cov_sqrt
-        return palette_transfer(photos, self.target_color_mean, cov_sqrt @ cov_sqrt)
+        mean, cov_sqrt = self._color(painting)
+        return palette_transfer(photos, mean, cov_sqrt @ cov_sqrt)
 
     def forward(
         self,
         output: torch.Tensor,
         content: torch.Tensor | dict[str, torch.Tensor],
+        painting: int = 0,
     ) -> dict[str, torch.Tensor]:
         """output: stylized images (B, 3, H, W); content: the photos, or their precomputed
-        features. Returns the weighted terms and their sum under 'total'."""
+        features; painting: which painting's targets and weights (several paintings). Returns
+        the weighted terms and their sum under 'total'."""
+        s = self.settings(painting)
         if not isinstance(content, dict):
             # The photo's features are a target: no graph, and no layer past the content tap
             # (relu2_2 is a third of VGG16's work up to relu4_3).
             with torch.no_grad():
-                content = self.features(self.content_image(content), upto=self.content_layer)
+                content = self.features(self.content_image(content, painting),
+                                        upto=self.content_layer)
         feats = self.features(output, upto=self.deepest)
         terms = {
-            "content": self.content_weight
+            "content": s["content_weight"]
             * content_loss(feats[self.content_layer], content[self.content_layer]),
-            "style": self.style_weight * self.style_term(output, feats),
+            "style": s["style_weight"] * self.style_term(output, feats, painting),
         }
-        terms["tv"] = self.tv_weight * total_variation(output.float())
+        terms["tv"] = s["tv_weight"] * total_variation(output.float())
         if self.color_weight:
-            terms["color"] = self.color_weight * color_distance(
-                output, self.target_color_mean, self.target_color_cov_sqrt)
+            terms["color"] = self.color_weight * color_distance(output, *self._color(painting))
         terms["total"] = sum(terms.values())
         return terms
+
+
+def painting_settings(p: Mapping[str, Any], index: int, shared: dict[str, Any],
+                      shared_layers: dict[str, float]) -> dict[str, Any]:
+    """One painting's loss settings: its own where its style config gives them, else the
+    shared ones; style_layers merge over the shared layer weights (0 switches one off)."""
+    where = f"model.paintings[{index}] ({p.get('name', index)})"
+    out = {key: p.get(key, value) for key, value in shared.items()}
+    layers = {**shared_layers, **(p.get("style_layers") or {})}
+    for key, value in [*out.items(), *[(f"style_layers.{n}", w) for n, w in layers.items()]]:
+        if not isinstance(value, bool) and value < 0:
+            raise ValueError(f"{where}.{key}={value:g} is negative: weights must be >= 0")
+    out["style_layers"] = {name: float(w) for name, w in layers.items() if w != 0}
+    out["content_palette"] = bool(out["content_palette"])
+    return out

@@ -18,7 +18,11 @@ from stylenet.transformer import LEGACY_PIXEL_SCALE, TransformerNet
 from stylenet.util import atomic_write
 
 FORMAT = "stylenet-model"
-VERSION = 1
+# The newest format this code reads. 2: a net of several paintings (arch num_styles, meta
+# "paintings": name, sha256 and image of each, in table order). A file is written with the
+# oldest version that reads it, so one-painting files stay 1 and older stylenet still loads them,
+# while older code refuses a file of several paintings in one line (its version is newer).
+VERSION = 2
 # The model zoo: model files shipped with the package, resolved by name (model=starry_night).
 ZOO = Path(__file__).resolve().parent / "models"
 
@@ -59,7 +63,7 @@ def save_model(
         raise ModelFileError(f"{path}: not written: weights {bad[:3]} hold NaN or inf")
     payload = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": 2 if meta.get("paintings") else 1,
         "state_dict": state,
         **meta,
         "config": config,
@@ -122,13 +126,17 @@ def load_model(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
         net = TransformerNet(channels=tuple(arch.get("channels", (32, 64, 128))),
                              num_residual=int(arch.get("num_residual", 5)),
                              pixel_scale=float(arch.get("pixel_scale", LEGACY_PIXEL_SCALE)),
-                             edge_kernel=int(arch.get("edge_kernel", 9)))
+                             edge_kernel=int(arch.get("edge_kernel", 9)),
+                             num_styles=int(arch.get("num_styles", 0)))
         net.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200]
         raise ModelFileError(
             f"{path}: weights do not fit the architecture the file declares ({arch}): {first}"
         ) from None
+    if len(meta.get("paintings", [])) != net.num_styles:  # 0 and 0 for one painting
+        raise ModelFileError(f"{path}: names {len(meta.get('paintings', []))} paintings for a "
+                             f"net of {net.num_styles}: copy or export it again")
     return net.eval(), meta
 
 

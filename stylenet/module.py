@@ -10,28 +10,23 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 from typing_extensions import override
 
 from stylenet import speed
-from stylenet.image import image_grid
 from stylenet.losses import PerceptualLoss
-from stylenet.transformer import TransformerNet, macs_per_pixel
+from stylenet.multi import SAMPLING, content_targets, step_paintings, step_terms
+from stylenet.preview import (
+    log_preview,
+    log_styles,
+    sample_grid,
+)
+from stylenet.transformer import TransformerNet
 
 log = logging.getLogger(__name__)
 
 # TensorBoard's HParams tab compares runs by these, copied from the validation losses.
 HPARAM_METRICS = {"hp/val_content": "val/content", "hp/val_style": "val/style",
                   "hp/val_total": "val/total"}
-
-
-def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
-    """Mean squared response of a 3x3 Laplacian on the luminance: checkerboard and stripe
-    artifacts raise it. images: (B, 3, H, W) in 0..1 -> (B,)."""
-    luma = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    gray = (images.float() * luma).sum(1, keepdim=True)
-    kernel = images.new_tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).float()
-    return F.conv2d(gray, kernel).pow(2).mean(dim=(1, 2, 3))
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -42,7 +37,10 @@ class StyleTransferModule(pl.LightningModule):
     fitting the net to give its photos back before the perceptual loss. style_warmup_steps: the
     first perceptual steps, at style_warmup_factor times the style weight. channels_last, compile:
     None picks what is fastest where the run trains (apply_speedups()); True or False sets both
-    nets.
+    nets. paintings: for a net of several paintings, one style record each (style_image then
+    a list of their images, in order), trained as `sampling` says (see multi.step_paintings);
+    frozen_paintings: the records of the rows ahead of them that are not trained (a painting
+    added to a trained net), so painting k is the net's row len(frozen_paintings) + k.
     """
 
     def __init__(
@@ -62,10 +60,22 @@ class StyleTransferModule(pl.LightningModule):
         compile_mode: str | None = None,
         compile_backend: str = "inductor",
         run_config: str = "",
+        paintings: list[dict[str, Any]] | None = None,
+        sampling: str = "cycle",
+        sampling_seed: int = 0,
+        frozen_paintings: list[dict[str, Any]] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "style_image",
-                                          "run_config"], logger=False)
+                                          "run_config", "paintings", "frozen_paintings"],
+                                  logger=False)
+        self.paintings = [dict(p) for p in paintings] if paintings else None
+        if paintings is not None and sampling not in SAMPLING:
+            raise ValueError(f"model.sampling={sampling}: use cycle or random (one painting per "
+                             "step) or mix (a painting per photo)")
+        self.sampling, self.sampling_seed = sampling, int(sampling_seed)
+        self.frozen_paintings = [dict(p) for p in frozen_paintings or []]
+        self.offset = len(self.frozen_paintings)  # the net's row of painting 0
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer
@@ -94,16 +104,7 @@ class StyleTransferModule(pl.LightningModule):
         # The datamodule is set up by now, so the run's length and its batches' size are known.
         self.apply_speedups(self.trainer.strategy.root_device.type,
                             self.trainer.estimated_stepping_batches,
-                            self.forward_macs(self.trainer.datamodule))
-
-    def forward_macs(self, datamodule) -> float:
-        """The transformer's multiply-adds in one training step's forward, from the datamodule's
-        batch size and crop size (0 when it does not say them)."""
-        batch = getattr(datamodule, "batch_size", None)
-        crop = getattr(getattr(datamodule, "dataset", None), "image_size", None)
-        if not batch or not crop:
-            return 0.0
-        return macs_per_pixel(self.net, 32) * batch * crop**2
+                            speed.forward_macs(self.net, self.trainer.datamodule))
 
     def apply_speedups(self, device_type: str, steps: float = math.inf,
                        forward_macs: float = 0.0) -> None:
@@ -134,15 +135,23 @@ class StyleTransferModule(pl.LightningModule):
     @override
     def on_fit_start(self) -> None:
         # Style targets are computed once per run, on the training device, in full precision.
+        images = self.style_image if self.paintings else [self.style_image]
         with torch.autocast(self.device.type, enabled=False):
             vgg_dtype = self.loss.vgg.features[0].weight.dtype  # bf16 under bf16-true
-            self.loss.set_style(self.style_image.to(self.device, vgg_dtype))
+            styles = [image.to(self.device, vgg_dtype) for image in images]
+            self.loss.set_style(styles if self.paintings else styles[0])
         datamodule = self.trainer.datamodule
         if hasattr(datamodule, "preview_images"):
             self.preview = datamodule.preview_images()
-        tb = self._tensorboard()
-        if tb is not None:
-            tb.add_image("style", self.style_image[0], 0)
+        log_styles(self, images)
+
+    def _step_style(self, batch: int, batch_idx: int | None = None) -> int | torch.Tensor | None:
+        """The painting(s) of this step's photos (None: a net of one painting); see
+        multi.step_paintings."""
+        if not self.paintings:
+            return None
+        return step_paintings(self.sampling, len(self.paintings), self.global_step,
+                              self.sampling_seed, batch, batch_idx, self.device)
 
     def _to_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) on the device -> float 0..1 in the net's dtype (bf16 weights under
@@ -151,19 +160,27 @@ class StyleTransferModule(pl.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @override
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, style: int | torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x, style=style)
 
-    def losses(self, images: torch.Tensor, compiled: bool = True) -> dict[str, torch.Tensor]:
+    def losses(self, images: torch.Tensor, compiled: bool = True,
+               batch_idx: int | None = None) -> dict[str, torch.Tensor]:
         """uint8 photos (B, 3, H, W) on the device -> the weighted loss terms and 'total'.
         The one place the step's math lives: training, validation and benchmarks call it.
         compiled=False runs the eager forwards (calling .forward() skips nn.Module.compile):
-        validation's batch size and no-grad mode would otherwise recompile the training graph."""
+        validation's batch size and no-grad mode would otherwise recompile the training graph.
+        batch_idx: a validation batch's (its photos take the paintings in turn)."""
         x = self._to_input(images)
-        self.loss.style_weight = self.style_weight_at(self.global_step)
-        if not compiled:
-            return self.loss.forward(self.net.forward(x), x)
-        return self.loss(self.net(x), x)
+        factor = self.style_factor_at(self.global_step)
+        self.loss.style_weight = self.full_style_weight * factor
+        self.loss.style_factor = factor
+        net, loss = (self.net, self.loss) if compiled else (self.net.forward, self.loss.forward)
+        return step_terms(net, loss, x, self._step_style(len(x), batch_idx), self.offset)
+
+    def style_factor_at(self, step: int) -> float:
+        """style_weight_at()'s factor: style_warmup_factor during the warmup, else 1."""
+        warm = step < self.identity_steps + self.style_warmup_steps
+        return self.style_warmup_factor if warm else 1.0
 
     def style_weight_at(self, step: int) -> float:
         """The style weight at optimizer step `step`: reduced by style_warmup_factor for the first
@@ -171,13 +188,12 @@ class StyleTransferModule(pl.LightningModule):
         palette at a light style weight; a full weight from the start paints blocks on the
         output's 4 px lattice, benchmarks/NOTES.md, "The CPU zoo recipe"), the full weight
         after them."""
-        if step < self.identity_steps + self.style_warmup_steps:
-            return self.full_style_weight * self.style_warmup_factor
-        return self.full_style_weight
+        return self.full_style_weight * self.style_factor_at(step)
 
-    def _shared_step(self, images: torch.Tensor, stage: str) -> torch.Tensor:
+    def _shared_step(self, images: torch.Tensor, stage: str,
+                     batch_idx: int | None = None) -> torch.Tensor:
         train = stage == "train"
-        terms = self.losses(images, compiled=train)
+        terms = self.losses(images, compiled=train, batch_idx=None if train else batch_idx)
         if train and self.style_warmup_steps:
             self.log("train/style_weight", self.loss.style_weight, on_step=True,
                      batch_size=len(images))
@@ -195,9 +211,11 @@ class StyleTransferModule(pl.LightningModule):
             # network), so the style is learnt on top of a photo rather than of grey; with
             # loss.content_palette, the photo in the painting's colours (the content target).
             x = self._to_input(batch)
+            style = self._step_style(len(x))
             with torch.no_grad():
-                target = self.loss.content_image(x)
-            loss = F.mse_loss(self.net(x), target)
+                target = content_targets(self.loss, x, style)
+            loss = F.mse_loss(self.net(x, style=None if style is None else style + self.offset),
+                              target)
             self.log("train/identity", loss, on_step=True, batch_size=len(batch))
             return loss
         if step == self.identity_steps > 0:
@@ -208,7 +226,7 @@ class StyleTransferModule(pl.LightningModule):
 
     @override
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")
+        return self._shared_step(batch, "val", batch_idx)
 
     @override
     def on_validation_epoch_end(self) -> None:
@@ -236,37 +254,13 @@ class StyleTransferModule(pl.LightningModule):
         if self.preview is not None and (step == 1 or step % self.preview_every_n_steps == 0):
             self.log_preview(step)
 
-    @torch.no_grad()
-    def stylize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 or float images -> stylized float images in 0..1, in eval mode, eagerly (the
-        previews' size and eval mode would otherwise recompile the training graph)."""
-        was_training = self.net.training
-        self.net.eval()
-        x = images.to(self.device)
-        x = self._to_input(x) if x.dtype == torch.uint8 else x
-        out = self.net.forward(x).float().clamp(0, 1)
-        self.net.train(was_training)
-        return out
-
     def log_preview(self, step: int) -> None:
-        tb = self._tensorboard()
-        if tb is None:
-            return
-        photos = self.preview.to(self.device).float() / 255
-        out = self.stylize(self.preview)
-        tb.add_image("preview", image_grid([*photos, *out], nrow=len(photos), padding=2,
-                                           pad_value=0.0), step)
-        ratio = (high_frequency_energy(out) / high_frequency_energy(photos).clamp_min(1e-8)).mean()
-        self.log("preview/high_freq_ratio", ratio, on_step=True, batch_size=len(photos))
+        log_preview(self, step)
 
     def sample_grid(self) -> torch.Tensor:
-        """One image: the preview photos on top, stylized below, the style image on the left."""
-        photos = self.preview.float() / 255
-        out = self.stylize(self.preview).cpu()
-        size = photos.shape[-1]
-        style = TF.center_crop(TF.resize(self.style_image[0], size, antialias=True), size)
-        return image_grid([torch.ones_like(style), *photos, style, *out],
-                          nrow=len(photos) + 1, padding=4, pad_value=1.0)
+        """One image: the preview photos on top, stylized below (a row per painting), the style
+        image on the left."""
+        return sample_grid(self)
 
     def _tensorboard(self):
         logger = self.logger
@@ -288,12 +282,17 @@ class StyleTransferModule(pl.LightningModule):
     def model_meta(self) -> dict[str, Any]:
         """What a model file needs beside the weights: architecture, style, loss network."""
         vgg = self.loss.vgg
-        return {
+        keys = ("name", "sha256", "image")
+        meta = {
             "arch": self.net.config(),
-            "style": {k: self.style[k] for k in ("name", "sha256", "image") if k in self.style},
+            "style": {k: self.style[k] for k in keys if k in self.style},
             "loss_network": {"weights": getattr(vgg, "weights_name", None),
                              "input_convention": vgg.input_convention},
         }
+        if self.paintings:  # in table order: row k of every norm is paintings[k]
+            meta["paintings"] = [{k: p[k] for k in keys if k in p}
+                                 for p in [*self.frozen_paintings, *self.paintings]]
+        return meta
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -7,6 +7,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from torch import nn
+
+from stylenet.transformer import macs_per_pixel
+
 log = logging.getLogger(__name__)
 
 # compile=None compiles on CUDA only for runs at least this long. A prediction, not yet measured
@@ -56,3 +60,13 @@ def resolve(channels_last: bool | None, compile: bool | None, device_type: str,
                      "to pay back its warm-up (model.compile=true forces it)", steps,
                      COMPILE_MIN_STEPS)
     return Switches(layout, compiled, loss_layout, compile_loss)
+
+
+def forward_macs(net: nn.Module, datamodule) -> float:
+    """The transformer's multiply-adds in one training step's forward, from the datamodule's
+    batch size and crop size (0 when it does not say them)."""
+    batch = getattr(datamodule, "batch_size", None)
+    crop = getattr(getattr(datamodule, "dataset", None), "image_size", None)
+    if not batch or not crop:
+        return 0.0
+    return macs_per_pixel(net, 32) * batch * crop**2

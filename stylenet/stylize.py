@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from stylenet.color import blend, check_strength, preserve_color
+from stylenet.devices import (
+    available_memory,
+    is_oom,
+    pick_device,
+    pick_dtype,
+)
 from stylenet.image import check_image_path, check_overwrite, read_photo, write_photo
 from stylenet.model_file import load_model
+from stylenet.multi import choose_painting
 from stylenet.tiling import INDEX_LIMIT, Tiler, largest_activation
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_TILE = 1024  # tile side chosen when an image does not fit and no tile= was given
 MIN_TILE = 128  # below this, halving on out-of-memory stops and the error is reported
 # compile=auto compiles on CUDA once untiled passes have seen this many pixels (about 30 1080p
@@ -42,45 +48,6 @@ def has_onnxruntime() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
-def available_memory() -> int:
-    """Bytes the system can give this process without swapping: MemAvailable (free memory plus
-    the page cache it can drop), or the free pages where /proc/meminfo is missing."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device}: CUDA is not available here: use device=cpu or auto")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device={device!r}: use auto, cpu or cuda")
-    return torch.device(device)
-
-
-def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """auto: half precision on a GPU (bf16 where supported: no fp16 overflow), fp32 on the CPU,
-    where half precision is slower."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision not in DTYPES:
-        raise ValueError(f"precision={precision!r}: use auto or one of {sorted(DTYPES)}")
-    return DTYPES[precision]
-
-
-def is_oom(e: BaseException) -> bool:
-    # The CPU allocator raises a plain RuntimeError when malloc fails.
-    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)
-
-
 class Stylizer:
     """A trained model ready to stylize. Images are (3, H, W) or (B, 3, H, W) floats in 0..1.
 
@@ -88,7 +55,8 @@ class Stylizer:
     that side. overlap, stats, stats_size: see Tiler. precision: see pick_dtype(). channels_last,
     compile: the untiled fast path, by default on CUDA only. backend: who runs untiled passes,
     see pick_backend(); tiles always run in PyTorch (they need the whole image's statistics).
-    Built from infer.yaml's `stylizer:`.
+    style: for a file of several paintings, a name or a blend (multi.style_weights). Built from
+    infer.yaml's `stylizer:`.
     """
 
     def __init__(
@@ -108,6 +76,7 @@ class Stylizer:
         compile: bool | str = "auto",
         compile_backend: str = "inductor",
         backend: str = "auto",
+        style: Any = None,
     ):
         self.strength = check_strength(strength)
         if compile not in (True, False, "auto"):
@@ -122,7 +91,9 @@ class Stylizer:
             raise ValueError(f"max_size={max_size}: use at least 16 (pixels), or null")
         self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)
-        self.net, self.meta = load_model(model)
+        # A file of several paintings: the chosen painting's (or blend's) own plain net, so
+        # tiles, ONNX, compile and the ONNX cache work on it as on any file's net.
+        self.net, self.meta = choose_painting(*load_model(model), style, model)
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
         self.net.to(self.device, memory_format=self._memory_format)
         self.compile, self.compile_backend = compile, compile_backend

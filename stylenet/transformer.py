@@ -1,4 +1,5 @@
-"""The image transformation network of Johnson et al. 2016, with instance norm.
+"""The image transformation network of Johnson et al. 2016, with instance norm (stylenet/norm.py;
+conditional for a net of several paintings).
 
 Reads top to bottom: building blocks first, then the net. Input and output are RGB images in
 0..1 floats; any height and width work. Inside, the net works on pixels in 0..PIXEL_SCALE, as the
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylenet.norm import InstanceNorm, NormStats, Style
+
 
 class ConvLayer(nn.Module):
     """Reflection padding + conv: padding by reflection instead of zeros avoids border artifacts."""
@@ -26,53 +29,29 @@ class ConvLayer(nn.Module):
         return self.conv(self.pad(x))
 
 
-# (mean, var) of one instance norm's input, each (B, C, 1, 1): given to normalise a tile of a
-# large image with the whole image's statistics.
-NormStats = tuple[torch.Tensor, torch.Tensor]
-
-
-class InstanceNorm(nn.InstanceNorm2d):
-    """Affine instance norm that can normalise with statistics given by the caller.
-
-    Normally each image is normalised with its own per-channel mean and variance. For tiled
-    inference of a large image, `stats` holds the (mean, var) of the whole image, so that every
-    tile is normalised the same way and tiles agree where they meet.
-    """
-
-    def __init__(self, channels: int):
-        super().__init__(channels, affine=True)
-
-    def forward(self, x: torch.Tensor, stats: NormStats | None = None) -> torch.Tensor:
-        if stats is None:
-            return super().forward(x)
-        mean, var = stats
-        x_hat = (x.float() - mean) * torch.rsqrt(var + self.eps)
-        out = x_hat * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-        return out.to(x.dtype)
-
-
 class ResidualBlock(nn.Module):
     """conv-norm-ReLU-conv-norm with an identity skip (He et al. 2016; the paper's supplement)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, num_styles: int = 0):
         super().__init__()
         self.conv1 = ConvLayer(channels, channels, 3)
-        self.in1 = InstanceNorm(channels)
+        self.in1 = InstanceNorm(channels, num_styles)
         self.conv2 = ConvLayer(channels, channels, 3)
-        self.in2 = InstanceNorm(channels)
+        self.in2 = InstanceNorm(channels, num_styles)
 
     def forward(self, x: torch.Tensor, s1: NormStats | None = None,
-                s2: NormStats | None = None, upto: int | None = None) -> torch.Tensor:
+                s2: NormStats | None = None, upto: int | None = None,
+                style: Style | None = None) -> torch.Tensor:
         """s1, s2: statistics for in1, in2 (None: the input's own). upto=0 or 1: return the
         input of in1 or in2 instead (see TransformerNet.forward)."""
         y = self.conv1(x)
         if upto == 0:
             return y
-        y = F.relu(self.in1(y, s1))
+        y = F.relu(self.in1(y, s1, style))
         y = self.conv2(y)
         if upto == 1:
             return y
-        return x + self.in2(y, s2)
+        return x + self.in2(y, s2, style)
 
 
 class UpsampleConv(nn.Module):
@@ -104,6 +83,8 @@ class TransformerNet(nn.Module):
     channels: widths of the three encoder stages (paper: 32, 64, 128). pixel_scale: the pixel
     range the layers work in (see PIXEL_SCALE). edge_kernel: kernel of the first and last convs
     (paper: 9). start_grey: initialise the last conv's bias so the untrained net outputs mid-grey.
+    num_styles: 0 for one painting (plain instance norm); N for N paintings sharing the convs,
+    each a row of every norm's scale and shift (conditional instance norm).
     """
 
     def __init__(
@@ -113,6 +94,7 @@ class TransformerNet(nn.Module):
         pixel_scale: float = PIXEL_SCALE,
         edge_kernel: int = 9,
         start_grey: bool = False,
+        num_styles: int = 0,
     ):
         super().__init__()
         c1, c2, c3 = channels
@@ -120,19 +102,20 @@ class TransformerNet(nn.Module):
         self.num_residual = num_residual
         self.pixel_scale = float(pixel_scale)
         self.edge_kernel = int(edge_kernel)
+        self.num_styles = n = int(num_styles)
         # Encoder: (B, 3, H, W) -> (B, c3, H/4, W/4)
         self.conv1 = ConvLayer(3, c1, edge_kernel)
-        self.in1 = InstanceNorm(c1)
+        self.in1 = InstanceNorm(c1, n)
         self.conv2 = ConvLayer(c1, c2, 3, stride=2)
-        self.in2 = InstanceNorm(c2)
+        self.in2 = InstanceNorm(c2, n)
         self.conv3 = ConvLayer(c2, c3, 3, stride=2)
-        self.in3 = InstanceNorm(c3)
-        self.res = nn.Sequential(*[ResidualBlock(c3) for _ in range(num_residual)])
+        self.in3 = InstanceNorm(c3, n)
+        self.res = nn.Sequential(*[ResidualBlock(c3, n) for _ in range(num_residual)])
         # Decoder: (B, c3, H/4, W/4) -> (B, 3, H, W)
         self.up1 = UpsampleConv(c3, c2)
-        self.in4 = InstanceNorm(c2)
+        self.in4 = InstanceNorm(c2, n)
         self.up2 = UpsampleConv(c2, c1)
-        self.in5 = InstanceNorm(c1)
+        self.in5 = InstanceNorm(c1, n)
         self.conv_out = ConvLayer(c1, 3, edge_kernel)
         self._init_weights(start_grey)
 
@@ -149,17 +132,20 @@ class TransformerNet(nn.Module):
             nn.init.constant_(self.conv_out.conv.bias, 0.5 * self.pixel_scale)
 
     def config(self) -> dict:
-        """The architecture settings a model file needs to rebuild this net."""
-        return {"channels": list(self.channels), "num_residual": self.num_residual,
+        """The architecture settings a model file needs to rebuild this net (num_styles only for
+        a net of several paintings, so that one painting's files stay as they were)."""
+        arch = {"channels": list(self.channels), "num_residual": self.num_residual,
                 "pixel_scale": self.pixel_scale, "edge_kernel": self.edge_kernel}
+        return {**arch, "num_styles": self.num_styles} if self.num_styles else arch
 
     def forward(self, x: torch.Tensor, stats: Sequence[NormStats | None] = (),
-                upto: int | None = None) -> torch.Tensor:
+                upto: int | None = None, style: Style | None = None) -> torch.Tensor:
         """(B, 3, H, W) in 0..1 -> stylized (B, 3, H, W).
 
         For tiling a large image: `stats` gives (mean, var), or None, for the first norms in
         norms() order, replacing the image's own statistics; `upto=k` returns the input of norm
-        k instead of the output (the norms before it use `stats`) and skips the rest."""
+        k instead of the output (the norms before it use `stats`) and skips the rest. style: the
+        painting(s) of a net of several (see Style); required there, refused otherwise."""
         s = list(stats) + [None] * (2 * len(self.res) + 5 - len(stats))  # one per norm
         h, w = x.shape[-2:]
         # Two stride-2 convs need sides divisible by 4: reflect-pad up, crop back at the end.
@@ -170,28 +156,28 @@ class TransformerNet(nn.Module):
         y = self.conv1(x)  # (B, c1, H, W)
         if upto == 0:
             return y
-        y = F.relu(self.in1(y, s[0]))
+        y = F.relu(self.in1(y, s[0], style))
         y = self.conv2(y)  # (B, c2, H/2, W/2)
         if upto == 1:
             return y
-        y = F.relu(self.in2(y, s[1]))
+        y = F.relu(self.in2(y, s[1], style))
         y = self.conv3(y)  # (B, c3, H/4, W/4)
         if upto == 2:
             return y
-        y = F.relu(self.in3(y, s[2]))
+        y = F.relu(self.in3(y, s[2], style))
         for i, block in enumerate(self.res):  # (B, c3, H/4, W/4); norms 3 + 2i and 4 + 2i
             k = 3 + 2 * i
             if upto in (k, k + 1):
-                return block(y, s[k], s[k + 1], upto=upto - k)
-            y = block(y, s[k], s[k + 1])
+                return block(y, s[k], s[k + 1], upto - k, style)
+            y = block(y, s[k], s[k + 1], style=style)
         y = self.up1(y)  # (B, c2, H/2, W/2)
         if upto == len(s) - 2:
             return y
-        y = F.relu(self.in4(y, s[-2]))
+        y = F.relu(self.in4(y, s[-2], style))
         y = self.up2(y)  # (B, c1, H, W)
         if upto == len(s) - 1:
             return y
-        y = F.relu(self.in5(y, s[-1]))
+        y = F.relu(self.in5(y, s[-1], style))
         y = self.conv_out(y)  # (B, 3, H, W); no output activation, as in the reference
         return y[..., :h, :w] / self.pixel_scale
 
@@ -213,7 +199,7 @@ def macs_per_pixel(net: nn.Module, size: int = 256) -> float:
     hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.Conv2d)]
     try:
         with torch.no_grad():
-            net(torch.zeros(1, 3, size, size))
+            net(torch.zeros(1, 3, size, size), style=0 if getattr(net, "num_styles", 0) else None)
     finally:
         for hook in hooks:
             hook.remove()

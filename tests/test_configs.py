@@ -13,6 +13,7 @@ NEEDS = {
     "data/folder": ["data.dataset.root=/photos"],
     "data/tensor": ["data.dataset.path=crops.pt"],
     "style/custom": ["style.name=x", "style.image=x.jpg"],
+    "experiment/add_painting": ["base=m.pt", "style.name=x", "style.image=x.jpg"],
 }
 GROUP_OPTIONS = sorted(
     f"{p.parent.name}/{p.stem}"

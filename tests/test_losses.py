@@ -2,14 +2,14 @@ import pytest
 import torch
 
 from stylenet.color import color_distance, color_stats, palette_transfer, psd_sqrt
-from stylenet.losses import (
-    PerceptualLoss,
+from stylenet.loss_terms import (
     content_loss,
     gram_matrix,
     sliced_wasserstein,
     style_loss,
     total_variation,
 )
+from stylenet.losses import PerceptualLoss
 from stylenet.vgg import VGGFeatures
 
 

