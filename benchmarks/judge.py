@@ -213,11 +213,12 @@ class Judge:
         return {k: STYLE_WEIGHT * float(F.mse_loss(reference.gram(out[k]), self.style_grams[k]))
                 for k in reference.STYLE_LAYERS}
 
-    @torch.no_grad()
-    def relative_style(self, photo: torch.Tensor, stylized: torch.Tensor) -> float:
+    def relative_style(self, photo: dict[str, torch.Tensor],
+                       stylized: dict[str, torch.Tensor]) -> float:
         """The stylized image's style distance from the painting over the photo's own, the mean
-        over the four taps (1: no nearer the painting than the photo)."""
-        got, own = (self.style_by_layer(self.features(x)) for x in (stylized, photo))
+        over the four taps (1: no nearer the painting than the photo); both given as features()
+        (any judge's: the VGG16 is the same)."""
+        got, own = self.style_by_layer(stylized), self.style_by_layer(photo)
         return sum(got[k] / own[k] for k in got) / len(got)
 
     @torch.no_grad()

@@ -98,11 +98,14 @@ def nearest_paintings(outputs: dict[str, torch.Tensor], photos: dict[str, torch.
                       judges: dict[str, Judge]) -> dict[str, str]:
     """photo name -> the painting (of `judges`, one per painting) its output is nearest in
     relative style, each photo against its own distance from each painting."""
+    vgg = next(iter(judges.values()))  # every judge's VGG16 is the same: features once
     nearest = {}
-    for name, out in outputs.items():
-        relative = {painting: judge.relative_style(photos[name], out)
-                    for painting, judge in judges.items()}
-        nearest[name] = min(relative, key=relative.get)
+    with torch.no_grad():
+        for name, out in outputs.items():
+            photo, stylized = vgg.features(photos[name]), vgg.features(out)
+            relative = {painting: judge.relative_style(photo, stylized)
+                        for painting, judge in judges.items()}
+            nearest[name] = min(relative, key=relative.get)
     return nearest
 
 
