@@ -111,12 +111,14 @@ def nearest_paintings(outputs: dict[str, torch.Tensor], photos: dict[str, torch.
 
 def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> dict:
     """Means over the photos of the judge's scores, medians of its band energies, whether the
-    model passes the band bar ("paints"), and each photo's scores."""
+    model passes the band bar ("paints"), each photo's scores, and the outputs scored."""
     stylizer = Stylizer(model, device="cpu", precision="fp32")
-    per_photo = {name: judge(photo, stylizer(photo)) for name, photo in photos.items()}
+    outputs = {name: stylizer(photo) for name, photo in photos.items()}
+    per_photo = {name: judge(photo, outputs[name]) for name, photo in photos.items()}
     mean = {k: statistics.fmean(s[k] for s in per_photo.values()) for k in STYLE_KEYS}
     median = {k: statistics.median(s[k] for s in per_photo.values()) for k in BAND_KEYS}
-    return {**mean, **median, "paints": paints(list(per_photo.values())), "photos": per_photo}
+    return {**mean, **median, "paints": paints(list(per_photo.values())), "photos": per_photo,
+            "outputs": outputs}
 
 
 def wall_clock(run: Path) -> list[tuple[int, float]]:

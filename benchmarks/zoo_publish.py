@@ -86,10 +86,9 @@ def record_of(name: str, model: Path) -> dict:
     config = yaml.safe_load(meta["config"])
     judge, photos = Judge(None, bundled_painting(name)), heldout()
     judged = score(model, judge, photos)
-    stylizer = Stylizer(model, device="cpu", precision="fp32")
     judges = {q: judge if q == name else Judge(None, bundled_painting(q))
               for q in {*zoo_paintings(), name}}
-    nearest = nearest_paintings({k: stylizer(x) for k, x in photos.items()}, photos, judges)
+    nearest = nearest_paintings(judged["outputs"], photos, judges)
     return {
         "held_out": {"content": judged["content"], "style": judged["style"],
                      "style_relative": relative_style(judged, own_distance(judge, photos)),
