@@ -257,7 +257,7 @@ def high_frequency(models: tuple[str | Path, ...], size: int = JUDGE_SIZE) -> di
     luminance variance over the photo's (`contrast`, mean over the photos) and the mean of each
     photo's high-frequency ratio over its contrast ratio (`hf_per_contrast`): a darker, flatter
     grade lowers the first two and keeps the third, a blur lowers the third
-    (NOTES.md: "How much of a low ratio is contrast")."""
+    (NOTES.md: "The zoo's high-frequency ratio is measured at 512 px")."""
     models = models or tuple(zoo.records())
     photos = heldout(size)
     rows: dict[str, dict] = {}
