@@ -70,7 +70,7 @@ def onnx_bytes(module: Portable, opset: int = 17, metadata: str | None = None) -
     and width (input "image", output "stylized"; with mix also "weights"); metadata goes into
     the "stylenet" property."""
     axes = {0: "batch", 2: "height", 3: "width"}
-    inputs = ["image", "weights"] if getattr(module, "mix", False) else ["image"]
+    inputs = ["image", "weights"] if module.mix else ["image"]
     buf = io.BytesIO()
     # Tracing warns about TransformerNet's Python-side pad decision, which Portable makes moot
     # (the example's sides are multiples of 4), and the exporter about its own deprecation.
@@ -170,13 +170,11 @@ def _onnx_with_metadata(data: bytes, info: str) -> bytes:
     return proto.SerializeToString()
 
 
-def check_export(path: str | Path, net: TransformerNet | Portable,
-                 tol: float = 1e-3) -> float | None:
+def check_export(path: str | Path, portable: Portable, tol: float = 1e-3) -> float | None:
     """Max |exported - PyTorch| on a batch of two odd-sized images (with mix, and uneven
     weights); raises above tol. None when ONNX Runtime is not installed (the ONNX file is then
     written but unchecked)."""
     path = Path(path)
-    portable = net if isinstance(net, Portable) else Portable(net).eval()
     x = torch.rand(2, 3, 37, 53)
     inputs = (x, torch.rand(portable.net.num_styles) + 0.1) if portable.mix else (x,)
     names = ["image", "weights"][: len(inputs)]

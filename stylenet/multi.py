@@ -110,16 +110,15 @@ def painting_net(net: TransformerNet, weights: torch.Tensor) -> TransformerNet:
     convolutions, every norm's scale and shift the weighted rows (one painting's row exactly).
     Tiling, ONNX, compile and the cache then treat it as any model file's net."""
     plain = TransformerNet(net.channels, net.num_residual, net.pixel_scale, net.edge_kernel)
+    hot = torch.nonzero(weights).flatten()
+    # one painting: its row, bit for bit; a blend: the weighted rows
+    style = (int(hot[0]) if len(hot) == 1 and weights[hot[0]] == 1
+             else weights.to(next(net.parameters()).device))
     state = {}
     for name, module in net.named_modules():
         if isinstance(module, InstanceNorm):
-            table_w, table_b = module.tables()
-            hot = torch.nonzero(weights).flatten()
-            if len(hot) == 1 and weights[hot[0]] == 1:  # one painting: its row, bit for bit
-                w, b = table_w[int(hot[0])], table_b[int(hot[0])]
-            else:
-                w, b = weights.to(table_w) @ table_w, weights.to(table_b) @ table_b
-            state[f"{name}.weight"], state[f"{name}.bias"] = w, b
+            w, b = module.rows(style)
+            state[f"{name}.weight"], state[f"{name}.bias"] = w.reshape(-1), b.reshape(-1)
     for key, value in net.state_dict().items():
         state.setdefault(key, value)
     plain.load_state_dict(state)

@@ -56,10 +56,11 @@ def log_preview(module, step: int) -> None:
     if tb is None:
         return
     photos = module.preview.to(module.device).float() / 255
-    out = torch.cat([stylize(module, module.preview, k) for k in styles(module)])  # a row each
+    rows = styles(module)
+    out = torch.cat([stylize(module, module.preview, k) for k in rows])  # a row each
     tb.add_image("preview", image_grid([*photos, *out], nrow=len(photos), padding=2,
                                        pad_value=0.0), step)
-    ref = high_frequency_energy(photos).clamp_min(1e-8).repeat(len(styles(module)))
+    ref = high_frequency_energy(photos).clamp_min(1e-8).repeat(len(rows))
     ratio = (high_frequency_energy(out) / ref).mean()
     module.log("preview/high_freq_ratio", ratio, on_step=True, batch_size=len(photos))
 
