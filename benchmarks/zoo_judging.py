@@ -75,10 +75,16 @@ def by_layer(scores: dict, width: int = 0) -> str:
     return " ".join(f"{scores[k]:{width}.4g}" for k in LAYER_KEYS)
 
 
-def own_distance(judge: Judge, photos: dict[str, torch.Tensor]) -> dict[str, float]:
+def own_distance(judge: Judge, photos: dict[str, torch.Tensor],
+                 grams: dict[str, dict] | None = None) -> dict[str, float]:
     """The held-out photos' own style distance from the painting, by layer (means over photos):
-    what a net that gives every photo back unchanged would score."""
-    scores = [judge(x, x) for x in photos.values()]
+    what a net that gives every photo back unchanged would score. `grams`: photo name -> the
+    photo's judge.grams(), where score() already has them."""
+    if grams is not None:
+        scores = [{f"style_{k}": v for k, v in judge.style_by_layer(grams[n]).items()}
+                  for n in photos]
+    else:
+        scores = [judge(x, x) for x in photos.values()]
     return {k: statistics.fmean(s[k] for s in scores) for k in LAYER_KEYS}
 
 
@@ -95,30 +101,33 @@ def zoo_paintings() -> list[str]:
 
 
 def nearest_paintings(outputs: dict[str, torch.Tensor], photos: dict[str, torch.Tensor],
-                      judges: dict[str, Judge]) -> dict[str, str]:
+                      judges: dict[str, Judge],
+                      grams: dict[str, tuple[dict, dict]] | None = None) -> dict[str, str]:
     """photo name -> the painting (of `judges`, one per painting) its output is nearest in
-    relative style, each photo against its own distance from each painting."""
-    vgg = next(iter(judges.values()))  # every judge's VGG16 is the same: features once
+    relative style, each photo against its own distance from each painting. `grams`: photo name
+    -> (the photo's, its output's) grams(), where score() already has them."""
+    vgg = next(iter(judges.values()))  # every judge's VGG16 is the same: Gram matrices once
     nearest = {}
-    with torch.no_grad():
-        for name, out in outputs.items():
-            photo, stylized = vgg.features(photos[name]), vgg.features(out)
-            relative = {painting: judge.relative_style(photo, stylized)
-                        for painting, judge in judges.items()}
-            nearest[name] = min(relative, key=relative.get)
+    for name, out in outputs.items():
+        photo, stylized = grams[name] if grams else (vgg.grams(photos[name]), vgg.grams(out))
+        relative = {painting: judge.relative_style(photo, stylized)
+                    for painting, judge in judges.items()}
+        nearest[name] = min(relative, key=relative.get)
     return nearest
 
 
 def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> dict:
     """Means over the photos of the judge's scores, medians of its band energies, whether the
-    model passes the band bar ("paints"), each photo's scores, and the outputs scored."""
+    model passes the band bar ("paints"), each photo's scores, the outputs scored and the
+    grams() of each photo and its output (for own_distance and nearest_paintings)."""
     stylizer = Stylizer(model, device="cpu", precision="fp32")
     outputs = {name: stylizer(photo) for name, photo in photos.items()}
-    per_photo = {name: judge(photo, outputs[name]) for name, photo in photos.items()}
+    judged = {name: judge.judged(photo, outputs[name]) for name, photo in photos.items()}
+    per_photo = {name: j[0] for name, j in judged.items()}
     mean = {k: statistics.fmean(s[k] for s in per_photo.values()) for k in STYLE_KEYS}
     median = {k: statistics.median(s[k] for s in per_photo.values()) for k in BAND_KEYS}
     return {**mean, **median, "paints": paints(list(per_photo.values())), "photos": per_photo,
-            "outputs": outputs}
+            "outputs": outputs, "grams": {name: j[1:] for name, j in judged.items()}}
 
 
 def wall_clock(run: Path) -> list[tuple[int, float]]:

@@ -86,12 +86,13 @@ def record_of(name: str, model: Path) -> dict:
     config = yaml.safe_load(meta["config"])
     judge, photos = Judge(None, bundled_painting(name)), heldout()
     judged = score(model, judge, photos)
-    judges = {q: judge if q == name else Judge(None, bundled_painting(q))
+    judges = {q: judge if q == name else judge.for_painting(bundled_painting(q))
               for q in {*zoo_paintings(), name}}
-    nearest = nearest_paintings(judged["outputs"], photos, judges)
+    nearest = nearest_paintings(judged["outputs"], photos, judges, judged["grams"])
+    own = own_distance(judge, photos, {n: g[0] for n, g in judged["grams"].items()})
     return {
         "held_out": {"content": judged["content"], "style": judged["style"],
-                     "style_relative": relative_style(judged, own_distance(judge, photos)),
+                     "style_relative": relative_style(judged, own),
                      "high_freq_ratio": judged["high_freq_ratio"],
                      "periodic_share": judged["periodic_share"],
                      **{k: judged[k] for k in BAND_KEYS}, "paints": judged["paints"],

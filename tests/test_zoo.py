@@ -173,7 +173,8 @@ def test_each_output_is_named_after_the_painting_its_style_is_nearest():
     paintings are named after it, whatever the photo, and a blend after its larger part."""
     names = ["starry_night", "great_wave"]
     paintings = {n: zoo_judging.bundled_painting(n, max_side=96) for n in names}
-    judges = {n: zoo_judging.Judge(None, p) for n, p in paintings.items()}
+    first = zoo_judging.Judge(None, paintings[names[0]])
+    judges = {n: first if n == names[0] else first.for_painting(p) for n, p in paintings.items()}
     photos = {n: zoo_judging.load_tensor(ROOT / "data" / "heldout" / f"{n}.jpg", max_side=96)
               for n in ("chelsea", "coffee")}
 
