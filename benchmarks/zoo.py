@@ -33,7 +33,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zoo_curves import compare, nets  # noqa: E402
-from zoo_judging import RESULTS, add_relative, high_frequency, judge_run, report_path  # noqa: E402
+from zoo_judging import (  # noqa: E402
+    RESULTS,
+    add_relative,
+    earlier_report,
+    high_frequency,
+    judge_run,
+    report_path,
+)
 from zoo_publish import publish, readme_picture, rescore  # noqa: E402
 
 
@@ -43,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     j = sub.add_parser("judge", help="score every step checkpoint of runs")
     j.add_argument("runs", nargs="+", type=Path)
     j.add_argument("--every", type=int, default=1, help="every n-th checkpoint")
+    j.add_argument("--again", action="store_true",
+                   help="judge every checkpoint again (by default those the run's report holds "
+                   "keep their scores)")
     c = sub.add_parser("compare", help="curves and images: recipe run against baseline run")
     c.add_argument("recipe", type=Path)
     c.add_argument("baseline", type=Path,
@@ -73,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.cmd == "judge":
         for run in a.runs:
-            report = judge_run(run, a.every)
+            earlier = None if a.again else earlier_report(run)
+            report = judge_run(run, a.every, known=earlier["points"] if earlier else ())
             RESULTS.mkdir(parents=True, exist_ok=True)
             path = report_path(report["style"], run)
             path.write_text(json.dumps(report, indent=1))

@@ -18,13 +18,9 @@ from zoo_judging import (  # noqa: E402
     STYLE_KEYS,
     by_layer,
     judged,
-    painting_path,
-    run_config,
     score,
-    seconds_at,
-    step_checkpoints,
-    wall_clock,
 )
+from zoo_runs import painting_path, run_config, seconds_at, step_checkpoints, wall_clock  # noqa: E402
 
 from stylenet.image import image_grid, label_draw, load_tensor, to_pil  # noqa: E402
 from stylenet.model_file import load_model  # noqa: E402

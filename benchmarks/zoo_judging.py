@@ -1,21 +1,16 @@
 """The zoo's judging: held-out photos, a model's scores on the independent judge
-(benchmarks/judge.py), a run's checkpoints judged against its wall time, and the high-frequency
-ratio of models. The verbs are in benchmarks/zoo.py.
-
-A run's wall time at a step is read from its TensorBoard files (validation and previews
-included; start-up, ~15 s, left out; a pause before a resume does not count).
+(benchmarks/judge.py), a run's checkpoints judged against its wall time (benchmarks/zoo_runs.py),
+and the high-frequency ratio of models. The verbs are in benchmarks/zoo.py.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import statistics
 import sys
 from pathlib import Path
 
 import torch
-import yaml
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
@@ -25,6 +20,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import reference  # noqa: E402
 from judge import HF_RANGE, Judge, contrast_ratio, high_frequency_ratio, paints  # noqa: E402
+from zoo_runs import (  # noqa: E402
+    painting_path,
+    run_config,
+    seconds_at,
+    step_checkpoints,
+    wall_clock,
+)
 
 from stylenet import zoo  # noqa: E402
 from stylenet.image import load_tensor  # noqa: E402
@@ -47,18 +49,9 @@ def heldout(size: int = JUDGE_SIZE) -> dict[str, torch.Tensor]:
     return photos
 
 
-def run_config(run: Path) -> dict:
-    return yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
-
-
 def bundled_painting(name: str, max_side: int | None = JUDGE_SIZE) -> torch.Tensor:
     """A bundled style's painting, data/styles/<name>.jpg, its long side max_side (None: as is)."""
     return load_tensor(ROOT / "data" / "styles" / f"{name}.jpg", max_side=max_side)
-
-
-def painting_path(run: Path) -> Path:
-    image = run_config(run)["style"]["image"]
-    return Path(image.replace("${paths.data_dir}", str(ROOT / "data")))
 
 
 # the judge's scores that zoo.py keeps: content, style and its style by layer, high-frequency
@@ -130,75 +123,12 @@ def score(model: str | Path, judge: Judge, photos: dict[str, torch.Tensor]) -> d
             "outputs": outputs, "grams": {name: j[1:] for name, j in judged.items()}}
 
 
-def wall_clock(run: Path) -> list[tuple[int, float]]:
-    """(step, seconds of training up to it) for every logged training step (identity steps
-    included), from the run's TensorBoard files. Each process counts from its first event, at
-    its own rate back to the step it resumed from: a pause before a resume does not count. A run
-    started from another run's checkpoint takes the other run's time up to that step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    segments = []
-    for path in (run / "tensorboard").glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
-        acc.Reload()
-        events = sorted((e for tag in ("train/identity", "train/total")
-                         if tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)),
-                        key=lambda e: e.step)
-        if len(events) > 1:
-            segments.append(events)
-    clock, done, step = [], 0.0, 0
-    origin = started_from(run)
-    if origin is not None:  # the steps before it were trained, and are timed, in the other run
-        source, step = origin
-        done = seconds_at(wall_clock(source), step)
-    for events in sorted(segments, key=lambda ev: ev[0].step):
-        rate = (events[-1].wall_time - events[0].wall_time) / (events[-1].step - events[0].step)
-        start = done + (events[0].step - step) * rate
-        clock += [(e.step, start + e.wall_time - events[0].wall_time) for e in events]
-        done, step = clock[-1][1], clock[-1][0]
-    return clock
-
-
-def started_from(run: Path) -> tuple[Path, int] | None:
-    """(the other run, the step) when `run` started from another run's checkpoint
-    (ckpt_path=<other run>/checkpoints/<file>.ckpt, e.g. a shared identity phase), else None."""
-    config = run / ".hydra" / "config.yaml"
-    ckpt = run_config(run).get("ckpt_path") if config.is_file() else None
-    if not ckpt or ckpt == "last":
-        return None
-    ckpt = Path(ckpt)
-    source = ckpt.parent.parent
-    if (ckpt.parent.name != "checkpoints" or not ckpt.is_file()
-            or not (source / "tensorboard").is_dir() or source.resolve() == run.resolve()):
-        return None
-    return source, checkpoint_step(ckpt)
-
-
-def seconds_at(clock: list[tuple[int, float]], step: int) -> float:
-    """Training seconds up to `step`, interpolated (extrapolated past the last logged step)."""
-    (s0, t0), (s1, t1) = clock[0], clock[-1]
-    for (a, ta), (b, tb) in itertools.pairwise(clock):
-        if a <= step <= b:
-            return ta + (tb - ta) * (step - a) / max(1, b - a)
-    if step < s0:
-        return t0 * step / max(1, s0)
-    return t1 + (t1 - t0) / max(1, s1 - s0) * (step - s1)
-
-
-def checkpoint_step(ckpt: Path) -> int:
-    """The training step a checkpoint holds, read from the file (mapped, not loaded whole)."""
-    return torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]
-
-
-def step_checkpoints(run: Path) -> dict[int, Path]:
-    """step -> checkpoint, the step read from the file: before StepCheckpoint, a step
-    checkpoint's name was one validation interval behind the step it holds."""
-    return {checkpoint_step(c): c for c in sorted((run / "checkpoints").glob("step*.ckpt"))}
-
-
-def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
+def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = (),
+              known: list[dict] = ()) -> dict:
     """Every `every`-th step checkpoint of a run, counted back from its last, and those at the
-    steps in `keep`, scored on the held-out photos."""
+    steps in `keep`, scored on the held-out photos; a checkpoint among `known` (points of an
+    earlier report of this run) keeps its scores."""
+    known = {p["file"]: p for p in known if "file" in p}
     clock = wall_clock(run)
     judge = Judge(None, load_tensor(painting_path(run), max_side=JUDGE_SIZE))
     photos = heldout()
@@ -208,6 +138,9 @@ def judge_run(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
     steps = sorted(set(sorted(ckpts)[::-1][::every]) | (set(keep) & set(ckpts)))
     for step in steps:
         ckpt = ckpts[step]
+        if ckpt.name in known:
+            points.append({**known[ckpt.name], "seconds": seconds_at(clock, step)})
+            continue
         s = score(ckpt, judge, photos)
         points.append({"step": step, "seconds": seconds_at(clock, step),
                        **{k: s[k] for k in (*STYLE_KEYS, *BAND_KEYS, "paints")},
@@ -243,20 +176,25 @@ def report_path(style: str, run: Path) -> Path:
     return RESULTS / f"zoo_judge_{style}_{run.name}.json"
 
 
+def earlier_report(run: Path) -> dict | None:
+    """The report `zoo.py judge` wrote for this run, if any."""
+    path = report_path(run_config(run)["style"]["name"], run)
+    report = json.loads(path.read_text()) if path.is_file() else None
+    return report if report and Path(report["run"]).resolve() == run.resolve() else None
+
+
 def judged(run: Path, every: int = 1, keep: tuple[int, ...] = ()) -> dict:
     """A run's judged curve: the report `zoo.py judge` wrote for it when that holds every step
-    checkpoint the run has now (judging is ~17 s a checkpoint), else judged afresh. The wall
-    time of each point is read from the run again, as wall_clock() counts it now."""
-    path = report_path(run_config(run)["style"]["name"], run)
-    if path.is_file():
-        report = json.loads(path.read_text())
-        if (Path(report["run"]).resolve() == run.resolve()
-                and {p["step"] for p in report["points"]} >= set(step_checkpoints(run))):
-            clock = wall_clock(run)
-            for point in report["points"]:
-                point["seconds"] = seconds_at(clock, point["step"])
-            return report
-    return judge_run(run, every, keep)
+    checkpoint the run has now (judging is ~17 s a checkpoint), else judged again, the report's
+    checkpoints kept. The wall time of each point is read from the run again, as wall_clock()
+    counts it now."""
+    report = earlier_report(run)
+    if report and {p["step"] for p in report["points"]} >= set(step_checkpoints(run)):
+        clock = wall_clock(run)
+        for point in report["points"]:
+            point["seconds"] = seconds_at(clock, point["step"])
+        return report
+    return judge_run(run, every, keep, report["points"] if report else ())
 
 
 def high_frequency(models: tuple[str | Path, ...], size: int = JUDGE_SIZE) -> dict:

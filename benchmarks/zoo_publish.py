@@ -24,12 +24,10 @@ from zoo_judging import (  # noqa: E402
     nearest_paintings,
     own_distance,
     relative_style,
-    run_config,
     score,
-    seconds_at,
-    wall_clock,
     zoo_paintings,
 )
+from zoo_runs import run_config, seconds_at, wall_clock  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
 from stylenet.image import image_grid, to_pil  # noqa: E402

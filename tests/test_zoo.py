@@ -225,7 +225,8 @@ def test_compare_reuses_a_judged_report_only_while_it_holds_every_checkpoint(tmp
     (tmp_path / "results").mkdir()
     report = tmp_path / "results" / "zoo_judge_great_wave_recipe.json"
     fresh = {"run": "judged afresh"}
-    monkeypatch.setattr(zoo_judging, "judge_run", lambda *a, **k: fresh)
+    calls = []
+    monkeypatch.setattr(zoo_judging, "judge_run", lambda *a: calls.append(a) or fresh)
 
     assert zoo_judging.judged(run) is fresh  # no report yet
     from test_zoo_clock import write_events
@@ -238,10 +239,50 @@ def test_compare_reuses_a_judged_report_only_while_it_holds_every_checkpoint(tmp
     assert zoo_judging.judged(run) == {**stored, "points": [{"step": 100, "seconds": 100.0},
                                                          {"step": 200, "seconds": 200.0}]}
     torch.save({"global_step": 300}, run / "checkpoints" / "step0000300.ckpt")
-    assert zoo_judging.judged(run) is fresh  # resumed past the report
+    assert zoo_judging.judged(run) is fresh  # resumed past the report: judged, its points kept
+    assert calls[-1][-1] == stored["points"]
     report.write_text(json.dumps({**stored, "run": str(tmp_path / "another"),
                                   "points": [{"step": s} for s in (100, 200, 300)]}))
     assert zoo_judging.judged(run) is fresh
+    assert calls[-1][-1] == ()  # another run's points are not this run's
+
+
+def test_judging_a_run_again_scores_only_the_checkpoints_its_report_lacks(tmp_path, monkeypatch):
+    """zoo.py judge on a resumed run: the checkpoints of its earlier report keep their scores
+    (their wall time read again), the new ones are judged; --again judges every one."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({
+        "style": {"name": "great_wave", "image": "x.jpg", "style_weight": 1.0, "size": 64},
+        "model": {"optimizer": {"lr": 1e-3}, "net": {"channels": [8], "num_residual": 1}},
+        "data": {"batch_size": 1, "dataset": {"image_size": 32}}}))
+    (run / "checkpoints").mkdir()
+    for step in (100, 200):
+        torch.save({"global_step": step}, run / "checkpoints" / f"step{step:07d}.ckpt")
+    from test_zoo_clock import write_events
+
+    write_events(run / "tensorboard", ("train/total", range(0, 201, 10), 1000.0, 1.0))
+    scored = []
+
+    def score(ckpt, judge, photos):
+        scored.append(ckpt.name)
+        return {**dict.fromkeys((*zoo_judging.STYLE_KEYS, *zoo_judging.BAND_KEYS), 1.0),
+                "paints": False}
+
+    monkeypatch.setattr(zoo_judging, "Judge", lambda *a: None)
+    monkeypatch.setattr(zoo_judging, "load_tensor", lambda *a, **k: None)
+    monkeypatch.setattr(zoo_judging, "heldout", dict)
+    monkeypatch.setattr(zoo_judging, "own_distance", lambda *a: {})
+    monkeypatch.setattr(zoo_judging, "relative_style", lambda *a: 0.5)
+    monkeypatch.setattr(zoo_judging, "score", score)
+    old = {"step": 100, "seconds": 5.0, "content": 7.0, "file": "step0000100.ckpt"}
+    report = zoo_judging.judge_run(run, known=[old])
+    assert scored == ["step0000200.ckpt"]
+    assert report["points"][0] == {**old, "seconds": pytest.approx(100.0)}
+    assert report["points"][1]["content"] == 1.0
+    scored.clear()
+    zoo_judging.judge_run(run)
+    assert scored == ["step0000100.ckpt", "step0000200.ckpt"]
 
 
 def test_compare_shows_a_gone_runs_final_model_only_where_it_is_picked_at_its_last_step(

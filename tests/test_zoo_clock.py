@@ -9,6 +9,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import zoo_curves  # noqa: E402
 import zoo_judging as zoo  # noqa: E402
+import zoo_runs  # noqa: E402
 
 
 def write_events(folder, *series):
@@ -30,14 +31,14 @@ def test_wall_clock_counts_identity_steps_and_skips_the_pause_before_a_resume(tm
                  ("train/total", range(10, 101, 10), 1005.0, 1.0))
     # resumed an hour later from step 100, at 2 s a step
     write_events(events, ("train/total", range(100, 201, 10), 9000.0, 2.0))
-    clock = zoo.wall_clock(tmp_path)
+    clock = zoo_runs.wall_clock(tmp_path)
     assert [s for s, _ in clock] == sorted(s for s, _ in clock)
     at = dict(clock)
     assert at[0] == 0 and at[9] == pytest.approx(4.5)
     assert at[100] == pytest.approx(95.0)  # 5 s of identity steps, 90 s from step 10 to 100
     assert at[200] == pytest.approx(295.0)  # + 100 steps at 2 s: the hour's pause is not counted
-    assert zoo.seconds_at(clock, 150) == pytest.approx(195.0)
-    assert zoo.seconds_at(clock, 220) == pytest.approx(295.0 + 20 * 295.0 / 200)
+    assert zoo_runs.seconds_at(clock, 150) == pytest.approx(195.0)
+    assert zoo_runs.seconds_at(clock, 220) == pytest.approx(295.0 + 20 * 295.0 / 200)
 
 
 @pytest.mark.slow
@@ -84,10 +85,10 @@ def test_a_run_started_from_another_runs_checkpoint_takes_that_runs_time_to_it(t
     write_events(probe / "tensorboard", ("train/total", range(30, 121, 10), 5000.0, 2.0))
     (probe / ".hydra").mkdir()
     (probe / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": str(ckpt)}))
-    at = dict(zoo.wall_clock(probe))
-    assert zoo.seconds_at(zoo.wall_clock(source), 20) == pytest.approx(10.0)
+    at = dict(zoo_runs.wall_clock(probe))
+    assert zoo_runs.seconds_at(zoo_runs.wall_clock(source), 20) == pytest.approx(10.0)
     assert at[30] == pytest.approx(10.0 + 10 * 2.0)  # 20 identity steps at 0.5 s, 10 at 2 s
     assert at[120] == pytest.approx(10.0 + 100 * 2.0)
     # resumed from its own checkpoint (or ckpt_path=last): its own clock, as before
     (probe / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": "last"}))
-    assert dict(zoo.wall_clock(probe))[120] == pytest.approx(30 * 2.0 + 90 * 2.0)
+    assert dict(zoo_runs.wall_clock(probe))[120] == pytest.approx(30 * 2.0 + 90 * 2.0)
