@@ -74,3 +74,12 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     dh = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
     dw = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
     return dh + dw
+
+
+def split_tiles(features: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B * rows * cols, C, H // rows, W // cols): the feature map cut into a
+    grid of whole tiles (a remainder at the bottom and right is left out)."""
+    b, c, h, w = features.shape
+    th, tw = h // rows, w // cols
+    f = features[..., : th * rows, : tw * cols].reshape(b, c, rows, th, cols, tw)
+    return f.permute(0, 2, 4, 1, 3, 5).reshape(b * rows * cols, c, th, tw)

@@ -18,9 +18,11 @@ from stylenet.loss_terms import (
     content_loss,
     gram_matrix,
     sliced_wasserstein,
+    split_tiles,
     style_loss,
     total_variation,
 )
+from stylenet.multi import painting_settings
 from stylenet.vgg import VGGFeatures, layer_names
 
 
@@ -53,6 +55,7 @@ class PerceptualLoss(nn.Module):
         sliced_samples: int = 16384,
         sliced_directions: int | None = None,
         content_palette: bool = False,
+        style_tile: int | None = None,
         paintings: list[Mapping[str, Any]] | None = None,
     ):
         super().__init__()
@@ -134,6 +137,10 @@ class PerceptualLoss(nn.Module):
             raise ValueError("loss.style_metric=sliced compares one scale: set "
                              "loss.style_scales=[1.0]")
         self.style_metric, self.sliced_samples = style_metric, sliced_samples
+        if style_tile is not None and (style_tile < 8 or style_metric != "gram"):
+            raise ValueError(f"loss.style_tile={style_tile}: null, or a tile side of at least 8 "
+                             "px (e.g. 128) with loss.style_metric=gram")
+        self.style_tile = style_tile  # each tile of the output held to the painting's Grams
         # Random directions per layer per call (None: as many as the layer has channels). Sorting
         # is most of the metric's cost, and it grows with the directions.
         self.sliced_directions = sliced_directions
@@ -237,16 +244,23 @@ class PerceptualLoss(nn.Module):
             return total
         total, layers = 0.0, self.settings(painting)["style_layers"]
         for i, scale in enumerate(self.style_scales):
-            grams = self._grams(output, scale, feats if i == 0 else None)
+            grams = self._grams(output, scale, feats if i == 0 else None, self.style_tile)
             total = total + style_loss(grams, self.style_targets(i, painting), layers)
         return total
 
     def _grams(self, image: torch.Tensor, scale: float,
-               feats: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+               feats: dict[str, torch.Tensor] | None = None,
+               tile: int | None = None) -> dict[str, torch.Tensor]:
         """The style layers' Gram matrices of `image` at `scale` of its size (from `feats`, its
-        features at that size, when they are already computed)."""
+        features at that size, when they are already computed): (B, C, C), or with `tile`
+        (B * tiles, C, C), one per tile x tile px tile of the image (whole tiles only)."""
         if feats is None:
-            feats = self.features(self._downscaled(image, scale), upto=self.deepest_style)
+            image = self._downscaled(image, scale)
+            feats = self.features(image, upto=self.deepest_style)
+        if tile is not None:
+            # tiles per side, the same image region at every layer's resolution
+            rows, cols = (max(1, n // tile) for n in image.shape[-2:])
+            feats = {n: split_tiles(feats[n], rows, cols) for n in self.style_layers}
         return {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
 
     def content_image(self, photos: torch.Tensor, painting: int = 0) -> torch.Tensor:
@@ -284,18 +298,3 @@ class PerceptualLoss(nn.Module):
             terms["color"] = self.color_weight * color_distance(output, *self._color(painting))
         terms["total"] = sum(terms.values())
         return terms
-
-
-def painting_settings(p: Mapping[str, Any], index: int, shared: dict[str, Any],
-                      shared_layers: dict[str, float]) -> dict[str, Any]:
-    """One painting's loss settings: its own where its style config gives them, else the
-    shared ones; style_layers merge over the shared layer weights (0 switches one off)."""
-    where = f"model.paintings[{index}] ({p.get('name', index)})"
-    out = {key: p.get(key, value) for key, value in shared.items()}
-    layers = {**shared_layers, **(p.get("style_layers") or {})}
-    for key, value in [*out.items(), *[(f"style_layers.{n}", w) for n, w in layers.items()]]:
-        if not isinstance(value, bool) and value < 0:
-            raise ValueError(f"{where}.{key}={value:g} is negative: weights must be >= 0")
-    out["style_layers"] = {name: float(w) for name, w in layers.items() if w != 0}
-    out["content_palette"] = bool(out["content_palette"])
-    return out

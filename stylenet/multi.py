@@ -246,3 +246,18 @@ def painting_listing(model: Any) -> str:
     for p in meta["paintings"]:
         lines.append(f"  {p['name']:<24} sha256 {str(p.get('sha256', '?'))[:16]}")
     return "\n".join(lines)
+
+
+def painting_settings(p: Mapping[str, Any], index: int, shared: dict[str, Any],
+                      shared_layers: dict[str, float]) -> dict[str, Any]:
+    """One painting's loss settings: its own where its style config gives them, else the
+    shared ones; style_layers merge over the shared layer weights (0 switches one off)."""
+    where = f"model.paintings[{index}] ({p.get('name', index)})"
+    out = {key: p.get(key, value) for key, value in shared.items()}
+    layers = {**shared_layers, **(p.get("style_layers") or {})}
+    for key, value in [*out.items(), *[(f"style_layers.{n}", w) for n, w in layers.items()]]:
+        if not isinstance(value, bool) and value < 0:
+            raise ValueError(f"{where}.{key}={value:g} is negative: weights must be >= 0")
+    out["style_layers"] = {name: float(w) for name, w in layers.items() if w != 0}
+    out["content_palette"] = bool(out["content_palette"])
+    return out

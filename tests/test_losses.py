@@ -6,6 +6,7 @@ from stylenet.loss_terms import (
     content_loss,
     gram_matrix,
     sliced_wasserstein,
+    split_tiles,
     style_loss,
     total_variation,
 )
@@ -309,3 +310,42 @@ def test_a_sliced_style_loss_compares_feature_distributions_at_any_size():
         make_loss(style_metric="histogram")
     with pytest.raises(ValueError, match="style_scales"):
         make_loss(style_metric="sliced", style_scales=[1.0, 0.5])
+
+
+def test_split_tiles_cuts_whole_tiles_in_reading_order():
+    f = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)
+    tiles = split_tiles(f, 2, 3)  # 2 x 2 px tiles; the last row and column are left out
+    assert tiles.shape == (2 * 6, 3, 2, 2)
+    assert torch.equal(tiles[0], f[0, :, 0:2, 0:2])
+    assert torch.equal(tiles[5], f[0, :, 2:4, 4:6])
+    assert torch.equal(tiles[7], f[1, :, 0:2, 2:4])
+
+
+def test_a_tiled_style_loss_asks_the_paintings_texture_of_every_tile():
+    """loss.style_tile: each tile's Gram matrices against the painting's, the mean over tiles
+    (never less than the whole image's loss). An output whose texture sits in one tile of four,
+    the rest flat, pays more per tile than on the whole image (4/3 x if the flat tiles held no
+    features); the texture in every tile pays little either way."""
+    torch.manual_seed(0)
+    painting = (torch.rand(1, 3, 64, 64) > 0.5).float()  # a high-contrast texture
+    flat = torch.zeros(1, 3, 32, 32)
+    blot = torch.cat([torch.cat([painting[..., :32, :32], flat], -1),
+                      torch.cat([flat, flat], -1)], -2)  # the texture in one tile of four
+    whole, tiled = make_loss(), make_loss(style_tile=32)
+    for loss in (whole, tiled):
+        loss.set_style(painting)
+    # per tile: the mean of each tile's loss, the tiles' Gram matrices from the image's features
+    feats = tiled.features(blot)
+    by_hand = torch.stack([
+        style_loss({n: gram_matrix(feats[n][..., i * s:(i + 1) * s, j * s:(j + 1) * s])
+                    for n, s in (("relu1_2", 32), ("relu2_2", 16), ("relu3_3", 8),
+                                 ("relu4_3", 4))},
+                   tiled.style_targets(), tiled.style_layers)
+        for i in (0, 1) for j in (0, 1)]).mean()
+    assert tiled.style_term(blot, feats).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # the blot pays more per tile than on the whole image; the painting itself, little either way
+    assert tiled.style_term(blot, feats) > 1.1 * whole.style_term(blot, feats)  # 1.21 x here
+    itself = tiled.features(painting)
+    assert tiled.style_term(painting, itself) < 0.5 * tiled.style_term(blot, feats)
+    with pytest.raises(ValueError, match="style_tile"):
+        make_loss(style_tile=4)
