@@ -16,6 +16,13 @@ CONFIGS = ROOT / "configs"
 os.environ.setdefault("STYLENET_ROOT", str(ROOT))
 # Exported ONNX graphs (Stylizer's CPU path) are cached here, not in the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="stylenet-tests-cache-")
+# pytest-xdist's workers (pyproject.toml: -n auto) share the cores: each worker, and every
+# process it starts, gets its share of threads, so OpenMP threads do not outnumber the cores.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    torch.set_num_threads(THREADS)
 
 # Small and fast: synthetic images, random VGG, CPU, no progress bar.
 FAST = [
