@@ -56,6 +56,7 @@ class PerceptualLoss(nn.Module):
         sliced_directions: int | None = None,
         content_palette: bool = False,
         style_tile: int | None = None,
+        style_tile_layers: list[str] | tuple[str, ...] | None = None,
         paintings: list[Mapping[str, Any]] | None = None,
     ):
         super().__init__()
@@ -141,6 +142,13 @@ class PerceptualLoss(nn.Module):
             raise ValueError(f"loss.style_tile={style_tile}: null, or a tile side of at least 8 "
                              "px (e.g. 128) with loss.style_metric=gram")
         self.style_tile = style_tile  # each tile of the output held to the painting's Grams
+        # the layers tiled (None: every style layer); the others keep one Gram per image
+        self.style_tile_layers = None if style_tile_layers is None else list(style_tile_layers)
+        if self.style_tile_layers is not None and (
+                style_tile is None or not set(self.style_tile_layers) <= set(style_layers)):
+            raise ValueError(f"loss.style_tile_layers={self.style_tile_layers}: style layers "
+                             f"({list(style_layers)}) to tile, with loss.style_tile set (e.g. "
+                             "loss.style_tile=128 'loss.style_tile_layers=[relu3_3,relu4_3]')")
         # Random directions per layer per call (None: as many as the layer has channels). Sorting
         # is most of the metric's cost, and it grows with the directions.
         self.sliced_directions = sliced_directions
@@ -253,14 +261,17 @@ class PerceptualLoss(nn.Module):
                tile: int | None = None) -> dict[str, torch.Tensor]:
         """The style layers' Gram matrices of `image` at `scale` of its size (from `feats`, its
         features at that size, when they are already computed): (B, C, C), or with `tile`
-        (B * tiles, C, C), one per tile x tile px tile of the image (whole tiles only)."""
+        (B * tiles, C, C), one per tile x tile px tile of the image (whole tiles only), at
+        style_tile_layers (all when None)."""
         if feats is None:
             image = self._downscaled(image, scale)
             feats = self.features(image, upto=self.deepest_style)
         if tile is not None:
             # tiles per side, the same image region at every layer's resolution
             rows, cols = (max(1, n // tile) for n in image.shape[-2:])
-            feats = {n: split_tiles(feats[n], rows, cols) for n in self.style_layers}
+            tiled = self.style_tile_layers or self.style_layers
+            feats = {n: split_tiles(feats[n], rows, cols) if n in tiled else feats[n]
+                     for n in self.style_layers}
         return {n: gram_matrix(feats[n], self.gram_normalize) for n in self.style_layers}
 
     def content_image(self, photos: torch.Tensor, painting: int = 0) -> torch.Tensor:

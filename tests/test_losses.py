@@ -349,3 +349,27 @@ def test_a_tiled_style_loss_asks_the_paintings_texture_of_every_tile():
     assert tiled.style_term(painting, itself) < 0.5 * tiled.style_term(blot, feats)
     with pytest.raises(ValueError, match="style_tile"):
         make_loss(style_tile=4)
+
+
+def test_style_tile_layers_tiles_those_layers_alone():
+    """loss.style_tile_layers: the layers named are held tile by tile, the others on the whole
+    image; the sum is each layer's loss taken its own way."""
+    torch.manual_seed(0)
+    painting = (torch.rand(1, 3, 64, 64) > 0.5).float()
+    output = torch.rand(1, 3, 64, 64) * torch.linspace(0, 1, 64)  # darker to the left
+    whole, tiled = make_loss(), make_loss(style_tile=32)
+    deep = make_loss(style_tile=32, style_tile_layers=["relu3_3", "relu4_3"])
+    for loss in (whole, tiled, deep):
+        loss.set_style(painting)
+    feats = deep.features(output)
+    g_whole, g_tiled = whole._grams(output, 1.0, feats), tiled._grams(output, 1.0, feats, 32)
+    mixed = {n: (g_tiled if n in ("relu3_3", "relu4_3") else g_whole)[n] for n in g_whole}
+    expected = style_loss(mixed, deep.style_targets(), deep.style_layers)
+    assert deep.style_term(output, feats).item() == pytest.approx(expected.item(), rel=1e-5)
+    # neither all-tiled nor all-whole: the tiling of the named layers is what counts
+    for other in (whole, tiled):
+        assert abs(other.style_term(output, feats) / expected - 1) > 1e-3
+    with pytest.raises(ValueError, match="style_tile_layers"):
+        make_loss(style_tile_layers=["relu4_3"])  # no tile side
+    with pytest.raises(ValueError, match="style_tile_layers"):
+        make_loss(style_tile=32, style_tile_layers=["relu5_3"])  # not a style layer
