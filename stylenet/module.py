@@ -15,6 +15,7 @@ from typing_extensions import override
 from stylenet import speed
 from stylenet.losses import PerceptualLoss
 from stylenet.multi import SAMPLING, content_targets, step_paintings, step_terms
+from stylenet.phases import Phases
 from stylenet.preview import (
     log_preview,
     log_styles,
@@ -41,6 +42,7 @@ class StyleTransferModule(pl.LightningModule):
     a list of their images, in order), trained as `sampling` says (see multi.step_paintings);
     frozen_paintings: the records of the rows ahead of them that are not trained (a painting
     added to a trained net), so painting k is the net's row len(frozen_paintings) + k.
+    phases: loss settings from given steps on (stylenet/phases.py).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class StyleTransferModule(pl.LightningModule):
         sampling: str = "cycle",
         sampling_seed: int = 0,
         frozen_paintings: list[dict[str, Any]] | None = None,
+        phases: list[dict[str, Any]] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "style_image",
@@ -91,6 +94,7 @@ class StyleTransferModule(pl.LightningModule):
                              "be >= 0 and the factor in (0, 1], e.g. 600 and 0.25")
         self.style_warmup_steps, self.style_warmup_factor = style_warmup_steps, style_warmup_factor
         self.full_style_weight = loss.style_weight
+        self.phases = Phases(phases, loss, loss.style_weight)  # loss settings that change
         self.channels_last = channels_last  # resolved: the transformer's layout and compile;
         self.compile = compile  # the loss network's follow in loss_channels_last, compile_loss
         self.loss_channels_last = self.compile_loss = None
@@ -171,6 +175,8 @@ class StyleTransferModule(pl.LightningModule):
         validation's batch size and no-grad mode would otherwise recompile the training graph.
         batch_idx: a validation batch's (its photos take the paintings in turn)."""
         x = self._to_input(images)
+        if self.phases.phases:
+            self.full_style_weight = self.phases.apply(self.loss, self.global_step)
         factor = self.style_factor_at(self.global_step)
         self.loss.style_weight = self.full_style_weight * factor
         self.loss.style_factor = factor
