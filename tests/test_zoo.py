@@ -49,6 +49,8 @@ def trained_with_the_recipe(config: dict) -> dict:
     return {"style_layers": loss["style_layers"], "content_layer": loss["content_layer"],
             "style_scales": loss.get("style_scales", [1.0]),  # files from before there were any
             "content_palette": loss.get("content_palette", False),
+            "style_tile": (loss.get("style_tile"), loss.get("style_tile_layers")),
+            "phases": model.get("phases"),
             "vgg": {k: v for k, v in loss["vgg"].items() if k != "layers"},
             "net": model["net"], "optimizer": model["optimizer"], "scheduler": model["scheduler"],
             "identity_steps": model["identity_steps"],
