@@ -95,6 +95,8 @@ class StyleTransferModule(pl.LightningModule):
         self.style_warmup_steps, self.style_warmup_factor = style_warmup_steps, style_warmup_factor
         self.full_style_weight = loss.style_weight
         self.phases = Phases(phases, loss, loss.style_weight)  # loss settings that change
+        if scheduler is not None and any("lr" in p for p in self.phases.phases):
+            raise ValueError("model.phases sets lr and model.scheduler is set: use one of them")
         self.channels_last = channels_last  # resolved: the transformer's layout and compile;
         self.compile = compile  # the loss network's follow in loss_channels_last, compile_loss
         self.loss_channels_last = self.compile_loss = None
@@ -212,6 +214,10 @@ class StyleTransferModule(pl.LightningModule):
     @override
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         step = self.global_step
+        lr = self.phases.lr_at(step)
+        if lr is not None:  # a phase's learning rate, for the optimizer step that follows
+            for group in self.optimizers().optimizer.param_groups:
+                group["lr"] = lr
         if step < self.identity_steps:
             # A warm start: the net first learns to give its photo back (pixel MSE, no loss
             # network), so the style is learnt on top of a photo rather than of grey; with

@@ -22,9 +22,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 # What a phase may change: the loss's own attributes (style_weight is the full weight, before
-# any style warm-up), and its style layers' weights, merged over the run's.
+# any style warm-up), its style layers' weights, merged over the run's, and the optimizer's
+# learning rate (lr; null: the optimizer's own).
 KEYS = ("style_weight", "content_weight", "tv_weight", "content_palette", "style_tile",
-        "style_tile_layers", "style_layers")
+        "style_tile_layers", "style_layers", "lr")
 
 
 class Phases:
@@ -57,7 +58,7 @@ class Phases:
         self.base = {"style_weight": style_weight, "content_weight": loss.content_weight,
                      "tv_weight": loss.tv_weight, "content_palette": loss.content_palette,
                      "style_tile": loss.style_tile, "style_tile_layers": loss.style_tile_layers,
-                     "style_layers": dict(loss.style_layers)}
+                     "style_layers": dict(loss.style_layers), "lr": None}
         for p in self.phases:  # every phase is checked against the loss before the run starts
             self.check(loss, self.settings_at(p["from_step"]))
 
@@ -80,12 +81,19 @@ class Phases:
             value = s[key] if key in s else s["style_layers"][key]
             if float(value) < 0:
                 raise ValueError(f"model.phases: {key}={value} is negative: weights are >= 0")
+        if s["lr"] is not None and not float(s["lr"]) > 0:
+            raise ValueError(f"model.phases: lr={s['lr']}: a learning rate > 0")
         tile, tiled = s["style_tile"], s["style_tile_layers"]
         if tile is not None and int(tile) < 8:
             raise ValueError(f"model.phases: style_tile={tile}: null, or a side of at least 8 px")
         if tiled is not None and (tile is None or not set(tiled) <= set(loss.style_layers)):
             raise ValueError(f"model.phases: style_tile_layers={list(tiled)}: style layers, "
                              "with a style_tile")
+
+    def lr_at(self, step: int) -> float | None:
+        """The learning rate a phase sets at `step` (None: the optimizer's own)."""
+        lr = self.settings_at(step)["lr"]
+        return None if lr is None else float(lr)
 
     def apply(self, loss: Any, step: int) -> float:
         """Set `loss` to the settings at `step`; returns the full style weight there."""

@@ -75,11 +75,12 @@ def test_settings_follow_the_step_alone():
 @pytest.mark.parametrize("phase, message", [
     ({"tv_weight": 1.0}, "from_step"),
     ({"from_step": 0, "tv_weight": 1.0}, "from_step"),
-    ({"from_step": 5, "lr": 1.0}, "unknown setting"),
+    ({"from_step": 5, "momentum": 0.9}, "unknown setting"),
     ({"from_step": 5, "style_layers": {"relu5_3": 1.0}}, "relu5_3"),
     ({"from_step": 5, "style_tile": 4}, "style_tile"),
     ({"from_step": 5, "style_tile_layers": ["relu4_3"]}, "style_tile_layers"),
     ({"from_step": 5, "tv_weight": -1.0}, "negative"),
+    ({"from_step": 5, "lr": 0}, "lr"),
 ])
 def test_a_wrong_phase_is_named_before_the_run(phase, message):
     with pytest.raises(ValueError, match=message):
@@ -90,16 +91,19 @@ def test_a_run_in_phases_changes_its_loss_at_the_step(cfg_train):
     cfg = cfg_train("data.dataset.n=4", "data.dataset.image_size=32", "data.val_size=1",
                     "data.batch_size=2", "data.num_preview=1", "model.net.channels=[8,16,32]",
                     "model.net.num_residual=1", "style.style_weight=4e9",
-                    "model.phases=[{from_step:3,style_weight:1e9,tv_weight:5.0,style_tile:16}]",
+                    "model.phases=[{from_step:3,style_weight:1e9,tv_weight:5.0,style_tile:16,"
+                    "lr:1e-4}]",
                     "trainer.max_epochs=-1", "trainer.max_steps=5",
                     "trainer.limit_val_batches=0", "~logger")
     seen = []
 
     class Record(Callback):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            seen.append((module.loss.style_weight, module.loss.tv_weight, module.loss.style_tile))
+            lr = trainer.optimizers[0].param_groups[0]["lr"]
+            seen.append((module.loss.style_weight, module.loss.tv_weight, module.loss.style_tile,
+                         lr))
 
     train(cfg, extra_callbacks=[Record()])
-    assert seen == [(4e9, 0.0, None)] * 3 + [(1e9, 5.0, 16)] * 2
+    assert seen == [(4e9, 0.0, None, 1e-3)] * 3 + [(1e9, 5.0, 16, 1e-4)] * 2
     with pytest.raises(SystemExit, match="from_step"):
         train(cfg_train("model.phases=[{tv_weight:5.0}]", "~logger"))
