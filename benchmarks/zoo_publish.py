@@ -78,6 +78,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def final_style_weight(config: dict) -> float:
+    """The style weight a run ends with: its own, or the last phase's that sets one
+    (model.phases)."""
+    weight = config["style"]["style_weight"]
+    for phase in config["model"].get("phases") or []:
+        weight = phase.get("style_weight", weight)
+    return weight
+
+
 def record_of(name: str, model: Path) -> dict:
     """What the zoo table says of a shipped model, measured on the shipped (fp16) file."""
     _, meta = load_model(model)
@@ -102,7 +111,7 @@ def record_of(name: str, model: Path) -> dict:
                                     "nearest": nearest[k]}
                                 for k, v in judged["photos"].items()}},
         "style_sha256": meta["style"]["sha256"],
-        "style_weight": config["style"]["style_weight"], "style_size": config["style"]["size"],
+        "style_weight": final_style_weight(config), "style_size": config["style"]["size"],
         "steps": config["trainer"]["max_steps"],
     }
 
@@ -120,8 +129,8 @@ def publish(run: Path, name: str | None = None) -> dict:
     minutes = seconds_at(wall_clock(run), cfg["trainer"]["max_steps"]) / 60
     record = {
         "painting": cfg["style"].get("title", name),
-        "command": "python train.py " + " ".join(o for o in overrides
-                                                 if not o.startswith("hydra.")),
+        "command": "python train.py " + " ".join(  # how to train it again, not where
+            o for o in overrides if not o.startswith("hydra.") and o != "ckpt_path=last"),
         "wall_minutes": round(minutes, 1),
         "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads",
         "size_mb": round(shipped.stat().st_size / 2**20, 2),

@@ -169,6 +169,14 @@ def test_a_record_missing_a_table_field_stops_publishing_with_the_records_untouc
     assert zoo.records() == records
 
 
+def test_a_phased_run_records_the_style_weight_it_ends_with():
+    config = {"style": {"style_weight": 1e10}, "model": {"phases": None}}
+    assert zoo_publish.final_style_weight(config) == 1e10
+    config["model"]["phases"] = [{"from_step": 8000, "style_weight": 2e8},
+                                 {"from_step": 9000, "tv_weight": 1.0}]
+    assert zoo_publish.final_style_weight(config) == 2e8
+
+
 def test_each_output_is_named_after_the_painting_its_style_is_nearest():
     """The zoo's naming check: an output is named after the painting it is nearest in relative
     style, each photo against its own distance from each painting: outputs that are one of the
