@@ -42,7 +42,7 @@ class StyleTransferModule(pl.LightningModule):
     a list of their images, in order), trained as `sampling` says (see multi.step_paintings);
     frozen_paintings: the records of the rows ahead of them that are not trained (a painting
     added to a trained net), so painting k is the net's row len(frozen_paintings) + k.
-    phases: loss settings from given steps on (stylenet/phases.py).
+    phases: loss settings and the learning rate from given steps on (stylenet/phases.py).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""A recipe in phases: loss settings that change at given steps of one run (`model.phases`).
+"""A recipe in phases: loss settings and lr that change at given steps of one run (`model.phases`).
 
 A painting's CPU recipe first trains with the reference loss, which lays the painting's structure
 over the photos, then changes the loss to clean it up (benchmarks/NOTES.md, "The zoo's recipes").
