@@ -27,7 +27,7 @@ from zoo_judging import (  # noqa: E402
     score,
     zoo_paintings,
 )
-from zoo_runs import run_config, seconds_at, wall_clock  # noqa: E402
+from zoo_runs import run_config, seconds_at, started_from, wall_clock  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
 from stylenet.image import image_grid, to_pil  # noqa: E402
@@ -38,8 +38,8 @@ DOCS = ROOT / "docs" / "zoo"
 README_PHOTO = "astronaut"  # the README's picture: a face, a flag and a name patch
 ZOO_README = """# The model zoo
 
-One model per bundled painting, trained by stylenet with the CPU recipe (`experiment=cpu_zoo`,
-`configs/experiment/cpu_zoo.yaml`) on the 37 photos of `data/get_photos.sh`, weights in fp16.
+One model per bundled painting, trained by stylenet on the CPU with the recipe its command names
+(`configs/experiment/`) on the 37 photos of `data/get_photos.sh`, weights in fp16.
 Use one by name: `python infer.py model=starry_night input=photo.jpg output=out.jpg`;
 `python infer.py model=list` lists them.
 
@@ -67,8 +67,8 @@ publish RUN`.
 
 {table}
 
-Curves against the reference recipe at equal time, and how the recipe was chosen:
-[benchmarks/NOTES.md](../../benchmarks/NOTES.md) ("The CPU zoo recipe")."""
+What each recipe is, why, and how it was chosen: [benchmarks/NOTES.md](../../benchmarks/NOTES.md)
+("The zoo's recipes"; "The CPU zoo recipe" for `cpu_zoo`)."""
 
 
 def cpu_name() -> str:
@@ -85,6 +85,24 @@ def final_style_weight(config: dict) -> float:
     for phase in config["model"].get("phases") or []:
         weight = phase.get("style_weight", weight)
     return weight
+
+
+def train_command(run: Path) -> str:
+    """How to train a run's model again, not where: its overrides less Hydra's and a resume's
+    (ckpt_path=last). A start from another run's checkpoint is dropped too when that run had the
+    same command: its steps were this recipe's own (a tuning try kept as the final run)."""
+    def overrides(r: Path) -> list[str]:
+        return [o for o in yaml.safe_load((r / ".hydra" / "overrides.yaml").read_text())
+                if not o.startswith("hydra.")]
+
+    def without_start(command: list[str]) -> list[str]:
+        return [o for o in command if not o.startswith("ckpt_path=")]
+
+    command = [o for o in overrides(run) if o != "ckpt_path=last"]
+    origin = started_from(run)
+    if origin is not None and without_start(overrides(origin[0])) == without_start(command):
+        command = without_start(command)
+    return " ".join(["python train.py", *command])
 
 
 def record_of(name: str, model: Path) -> dict:
@@ -125,12 +143,10 @@ def publish(run: Path, name: str | None = None) -> dict:
     ZOO.mkdir(exist_ok=True)
     shipped = save_model(ZOO / f"{name}.pt", net, meta, config=meta["config"],
                          dtype=torch.float16)
-    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     minutes = seconds_at(wall_clock(run), cfg["trainer"]["max_steps"]) / 60
     record = {
         "painting": cfg["style"].get("title", name),
-        "command": "python train.py " + " ".join(  # how to train it again, not where
-            o for o in overrides if not o.startswith("hydra.") and o != "ckpt_path=last"),
+        "command": train_command(run),
         "wall_minutes": round(minutes, 1),
         "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads",
         "size_mb": round(shipped.stat().st_size / 2**20, 2),

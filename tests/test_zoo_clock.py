@@ -92,3 +92,34 @@ def test_a_run_started_from_another_runs_checkpoint_takes_that_runs_time_to_it(t
     # resumed from its own checkpoint (or ckpt_path=last): its own clock, as before
     (probe / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": "last"}))
     assert dict(zoo_runs.wall_clock(probe))[120] == pytest.approx(30 * 2.0 + 90 * 2.0)
+
+
+def test_a_published_command_drops_a_start_from_a_run_of_the_same_command(tmp_path):
+    """A tuning try kept as the final run started from a checkpoint of a run with its own
+    command: those steps were the recipe's, so the record says the command alone. A start from a
+    run trained otherwise stays in it, and a resume (ckpt_path=last) never does."""
+    import torch
+    import yaml
+    import zoo_publish
+
+    source, run = tmp_path / "source", tmp_path / "run"
+    write_events(source / "tensorboard", ("train/total", range(0, 101, 10), 1000.0, 1.0))
+    (source / "checkpoints").mkdir()
+    ckpt = source / "checkpoints" / "step0000050.ckpt"
+    torch.save({"global_step": 50}, ckpt)
+    for folder in (source, run):
+        (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": str(ckpt)}))
+
+    def overrides(folder, *items):
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(items)))
+
+    overrides(source, "experiment=zoo/udnie", "ckpt_path=last", "hydra.run.dir=x")
+    overrides(run, "experiment=zoo/udnie", f"ckpt_path={ckpt}", "hydra.run.dir=y")
+    assert zoo_publish.train_command(run) == "python train.py experiment=zoo/udnie"
+    overrides(source, "experiment=cpu_paint", "style=udnie")
+    assert zoo_publish.train_command(run).split() == [
+        "python", "train.py", "experiment=zoo/udnie", f"ckpt_path={ckpt}"]
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": "last"}))
+    overrides(run, "experiment=zoo/udnie", "ckpt_path=last")
+    assert zoo_publish.train_command(run) == "python train.py experiment=zoo/udnie"
