@@ -67,8 +67,8 @@ publish RUN`.
 
 {table}
 
-What each recipe is, why, and how it was chosen: [benchmarks/NOTES.md](../../benchmarks/NOTES.md)
-("The zoo's recipes"; "The CPU zoo recipe" for `cpu_zoo`)."""
+Each recipe and why: [benchmarks/NOTES.md](../../benchmarks/NOTES.md) ("The zoo's recipes");
+`cpu_zoo`'s: [benchmarks/NOTES.md](../../benchmarks/NOTES.md) ("The CPU zoo recipe")."""
 
 
 def cpu_name() -> str:
