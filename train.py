@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 os.environ.setdefault("STYLENET_ROOT", str(Path(__file__).resolve().parent))
 
 from stylenet.callbacks import NonFiniteLossError, skipped_files, written_files  # noqa: E402
-from stylenet.checkpoint import resolve_checkpoint  # noqa: E402
+from stylenet.checkpoint import note_start, resolve_checkpoint  # noqa: E402
 from stylenet.cli import check_added_keys, check_required, run  # noqa: E402
 from stylenet.config import register_resolvers  # noqa: E402
 from stylenet.image import (
@@ -182,6 +182,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
         style_image = load_paintings([style], "style")[0]
     check_run(cfg)
     ckpt_path = resolve_checkpoint(cfg)
+    note_start(cfg, ckpt_path)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 

@@ -27,7 +27,7 @@ from zoo_judging import (  # noqa: E402
     score,
     zoo_paintings,
 )
-from zoo_runs import run_config, seconds_at, started_from, wall_clock  # noqa: E402
+from zoo_runs import run_config, seconds_at, start_checkpoint, wall_clock  # noqa: E402
 
 from stylenet import zoo  # noqa: E402
 from stylenet.image import image_grid, to_pil  # noqa: E402
@@ -88,20 +88,18 @@ def final_style_weight(config: dict) -> float:
 
 
 def train_command(run: Path) -> str:
-    """How to train a run's model again, not where: its overrides less Hydra's and a resume's
-    (ckpt_path=last). A start from another run's checkpoint is dropped too when that run had the
-    same command: its steps were this recipe's own (a tuning try kept as the final run)."""
+    """How to train a run's model again, not where: its overrides less Hydra's and a resume's.
+    A start from another run's checkpoint stays in it (as ckpt_path=<that file>) unless that run
+    had the same command: then its steps were this recipe's own (a tuning try kept as the final
+    run)."""
     def overrides(r: Path) -> list[str]:
         return [o for o in yaml.safe_load((r / ".hydra" / "overrides.yaml").read_text())
-                if not o.startswith("hydra.")]
+                if not o.startswith(("hydra.", "ckpt_path="))]
 
-    def without_start(command: list[str]) -> list[str]:
-        return [o for o in command if not o.startswith("ckpt_path=")]
-
-    command = [o for o in overrides(run) if o != "ckpt_path=last"]
-    origin = started_from(run)
-    if origin is not None and without_start(overrides(origin[0])) == without_start(command):
-        command = without_start(command)
+    command = overrides(run)
+    start = start_checkpoint(run)
+    if start is not None and overrides(start.parent.parent) != command:
+        command.append(f"ckpt_path={start}")
     return " ".join(["python train.py", *command])
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from stylenet.checkpoint import STARTED_FROM
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,11 +56,16 @@ def wall_clock(run: Path) -> list[tuple[int, float]]:
     return clock
 
 
-def started_from(run: Path) -> tuple[Path, int] | None:
-    """(the other run, the step) when `run` started from another run's checkpoint
-    (ckpt_path=<other run>/checkpoints/<file>.ckpt, e.g. a shared identity phase), else None."""
-    config = run / ".hydra" / "config.yaml"
-    ckpt = run_config(run).get("ckpt_path") if config.is_file() else None
+def start_checkpoint(run: Path) -> Path | None:
+    """The other run's checkpoint `run` started from (ckpt_path=<other run>/checkpoints/<file>.ckpt,
+    e.g. a shared identity phase), else None. The run's note says it
+    (stylenet.checkpoint.note_start: a resume rewrites .hydra/), else, for runs from before the
+    note, the config of its last launch."""
+    config, note = run / ".hydra" / "config.yaml", run / STARTED_FROM
+    if note.is_file():
+        ckpt = note.read_text().strip()
+    else:
+        ckpt = run_config(run).get("ckpt_path") if config.is_file() else None
     if not ckpt or ckpt == "last":
         return None
     ckpt = Path(ckpt)
@@ -66,7 +73,13 @@ def started_from(run: Path) -> tuple[Path, int] | None:
     if (ckpt.parent.name != "checkpoints" or not ckpt.is_file()
             or not (source / "tensorboard").is_dir() or source.resolve() == run.resolve()):
         return None
-    return source, checkpoint_step(ckpt)
+    return ckpt
+
+
+def started_from(run: Path) -> tuple[Path, int] | None:
+    """(the other run, the step) when `run` started from another run's checkpoint, else None."""
+    ckpt = start_checkpoint(run)
+    return None if ckpt is None else (ckpt.parent.parent, checkpoint_step(ckpt))
 
 
 def seconds_at(clock: list[tuple[int, float]], step: int) -> float:

@@ -4,6 +4,7 @@
   renamed over the old one (wired in through `trainer.plugins`, configs/trainer/default.yaml).
 - resolve_checkpoint: `ckpt_path=last` or a path -> a checkpoint that exists, loads and fits this
   run's architecture, else a one-line error (Lightning would warn and start afresh).
+- note_start: a run started from another run's checkpoint says which in its folder, for good.
 """
 
 from __future__ import annotations
@@ -90,10 +91,35 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
     return str(path)
 
 
+STARTED_FROM = "started_from.txt"  # in a run's folder: the other run's checkpoint it began at
+
+
+def note_start(cfg: DictConfig, ckpt_path: str | None) -> None:
+    """A run started from another run's checkpoint (a tuning try from a probe's step) writes
+    that file's path to <run folder>/started_from.txt. Hydra rewrites .hydra/ at each launch,
+    so after a resume (ckpt_path=last) this note is what still says where the run's first steps
+    were trained (the zoo's wall times and commands read it). A resume from the run's own
+    checkpoints keeps it; a fresh start in the folder removes it."""
+    if not first_process():
+        return
+    out = Path(cfg.paths.output_dir)
+    note = out / STARTED_FROM
+    if ckpt_path is None:
+        note.unlink(missing_ok=True)
+    elif Path(ckpt_path).resolve().parent.parent != out.resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        note.write_text(f"{Path(ckpt_path).resolve()}\n")
+
+
+def first_process() -> bool:
+    """Rank 0 of node 0 (or no DDP at all), from the launcher's environment."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
 def remove_stale_temp_files(folder: Path) -> None:
     """A kill during a save leaves the atomic writer's temp file (never a .ckpt); tidy them up.
     Only in the first process: other DDP ranks start while rank 0 may already be saving."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+    if not first_process():
         return
     for tmp in folder.glob(".*.ckpt.*.tmp"):
         log.info("removing %s, left by an interrupted save", tmp)

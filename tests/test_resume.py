@@ -195,3 +195,24 @@ def test_kill_9_at_random_moments_and_resume_each_time(tmp_path):
         assert value == pytest.approx(ref.steps[step + 1][1], rel=1e-4), step
     print(f"\nkilled at steps {kills}, steps redone after each resume {lost} "
           f"(checkpoint every {every})")
+
+
+def test_a_run_started_from_another_runs_checkpoint_notes_it_through_its_resumes(tmp_path):
+    """Hydra rewrites .hydra/ at each launch: the run's own note keeps where its first steps
+    were trained (benchmarks/zoo_runs.py reads it for wall times and commands)."""
+    from stylenet.checkpoint import STARTED_FROM
+
+    folder = photo_folder(tmp_path)
+    probe, tuned = tmp_path / "probe", tmp_path / "tuned"
+    run(probe, [*folder_overrides(folder), "trainer.max_steps=2"])
+    start = probe / "checkpoints" / "step0000002.ckpt"
+    assert not (probe / STARTED_FROM).exists()  # began here
+    run(tuned, [*folder_overrides(folder), "trainer.max_steps=3", f"ckpt_path={start}"])
+    assert (tuned / STARTED_FROM).read_text().strip() == str(start.resolve())
+    run(tuned, [*folder_overrides(folder), "trainer.max_steps=4", "ckpt_path=last"])
+    assert (tuned / STARTED_FROM).read_text().strip() == str(start.resolve())
+    own = tuned / "checkpoints" / "step0000004.ckpt"
+    run(tuned, [*folder_overrides(folder), "trainer.max_steps=5", f"ckpt_path={own}"])
+    assert (tuned / STARTED_FROM).read_text().strip() == str(start.resolve())
+    run(tuned, [*folder_overrides(folder), "trainer.max_steps=1"])  # afresh in the same folder
+    assert not (tuned / STARTED_FROM).exists()

@@ -89,15 +89,19 @@ def test_a_run_started_from_another_runs_checkpoint_takes_that_runs_time_to_it(t
     assert zoo_runs.seconds_at(zoo_runs.wall_clock(source), 20) == pytest.approx(10.0)
     assert at[30] == pytest.approx(10.0 + 10 * 2.0)  # 20 identity steps at 0.5 s, 10 at 2 s
     assert at[120] == pytest.approx(10.0 + 100 * 2.0)
-    # resumed from its own checkpoint (or ckpt_path=last): its own clock, as before
+    # resumed later (ckpt_path=last rewrites .hydra/): the run's note still says where it began
     (probe / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": "last"}))
+    (probe / "started_from.txt").write_text(f"{ckpt}\n")
+    assert dict(zoo_runs.wall_clock(probe))[120] == pytest.approx(10.0 + 100 * 2.0)
+    # a run that began here (no note): its own clock, as before
+    (probe / "started_from.txt").unlink()
     assert dict(zoo_runs.wall_clock(probe))[120] == pytest.approx(30 * 2.0 + 90 * 2.0)
 
 
 def test_a_published_command_drops_a_start_from_a_run_of_the_same_command(tmp_path):
     """A tuning try kept as the final run started from a checkpoint of a run with its own
     command: those steps were the recipe's, so the record says the command alone. A start from a
-    run trained otherwise stays in it, and a resume (ckpt_path=last) never does."""
+    run trained otherwise stays in it, after a resume too; a resume's ckpt_path=last never does."""
     import torch
     import yaml
     import zoo_publish
@@ -120,6 +124,10 @@ def test_a_published_command_drops_a_start_from_a_run_of_the_same_command(tmp_pa
     overrides(source, "experiment=cpu_paint", "style=udnie")
     assert zoo_publish.train_command(run).split() == [
         "python", "train.py", "experiment=zoo/udnie", f"ckpt_path={ckpt}"]
+    # resumed later: the note keeps the start
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": "last"}))
     overrides(run, "experiment=zoo/udnie", "ckpt_path=last")
+    (run / "started_from.txt").write_text(f"{ckpt}\n")
+    assert zoo_publish.train_command(run).split()[-1] == f"ckpt_path={ckpt}"
+    (run / "started_from.txt").unlink()  # a run that began here
     assert zoo_publish.train_command(run) == "python train.py experiment=zoo/udnie"
