@@ -53,8 +53,7 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
     if ckpt is None:
         return None
     if str(ckpt) == "last":
-        folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath")
-        path = Path(folder or Path(cfg.paths.output_dir) / "checkpoints") / "last.ckpt"
+        path = checkpoint_folder(cfg) / "last.ckpt"
         if not path.is_file():
             raise SystemExit(
                 f"ckpt_path=last: there is no {path}: resume a run by naming its folder, "
@@ -91,6 +90,12 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
     return str(path)
 
 
+def checkpoint_folder(cfg: DictConfig) -> Path:
+    """Where this run writes its checkpoints (and finds last.ckpt)."""
+    folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath")
+    return Path(folder or Path(cfg.paths.output_dir) / "checkpoints")
+
+
 STARTED_FROM = "started_from.txt"  # in a run's folder: the other run's checkpoint it began at
 
 
@@ -106,7 +111,7 @@ def note_start(cfg: DictConfig, ckpt_path: str | None) -> None:
     note = out / STARTED_FROM
     if ckpt_path is None:
         note.unlink(missing_ok=True)
-    elif Path(ckpt_path).resolve().parent.parent != out.resolve():
+    elif Path(ckpt_path).resolve().parent != checkpoint_folder(cfg).resolve():
         out.mkdir(parents=True, exist_ok=True)
         note.write_text(f"{Path(ckpt_path).resolve()}\n")
 
